@@ -1,0 +1,339 @@
+// Package storage defines the records wecom-oidc keeps (clients, auth requests, codes, tokens,
+// sessions, users, signing keys, the cached WeCom access token), the Store interface every backend
+// implements, and the sentinel errors callers branch on with errors.Is.
+//
+// The contract is written for more than one engine: bbolt (package storage/bolt) is the embedded
+// default, and the same interface must be implementable on a distributed store (etcd) for several
+// replicas. So every method that must be atomic says so, and nothing here exposes an engine detail.
+//
+// Secrets and bearer values (client secrets, codes, refresh tokens, session ids) are handed to the
+// Store already hashed with HashSecret; the Store never sees them in clear. The one exception is the
+// cached WeCom access token, which must be replayed to WeCom and so is kept as is.
+//
+// Every record with an expiry is invisible to getters once it has expired (ErrNotFound), whether or
+// not the sweeper (DeleteExpired) has removed it yet. "Now" is the Store's own clock (Options.Now in
+// the bolt backend), so tests can move time.
+package storage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Backends wrap them with %w; callers compare with errors.Is.
+var (
+	// ErrNotFound: no such record, or it has expired.
+	ErrNotFound = errors.New("storage: not found")
+	// ErrAlreadyExists: a create met an existing key.
+	ErrAlreadyExists = errors.New("storage: already exists")
+	// ErrAlreadyUsed: a single-use value (code, WeCom state) was presented a second time.
+	ErrAlreadyUsed = errors.New("storage: already used")
+	// ErrTokenReused: a refresh token that had already been rotated was presented again; the
+	// Store has revoked its whole family.
+	ErrTokenReused = errors.New("storage: refresh token reused, family revoked")
+	// ErrRevoked: the record exists but was revoked (a refresh family, an access token).
+	ErrRevoked = errors.New("storage: revoked")
+	// ErrConflict: an update's precondition did not hold (for example completing an auth request
+	// twice, or binding it to a second browser).
+	ErrConflict = errors.New("storage: conflict")
+)
+
+// HashSecret returns the form in which a secret or bearer value is stored and looked up:
+// base64url(SHA-256(value)) without padding. The values hashed here are all high-entropy random
+// strings (≥128 bits), so a fast hash is the right choice: it keeps client authentication and code
+// redemption in microseconds.
+func HashSecret(value string) string {
+	sum := sha256.Sum256([]byte(value))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// Client is a registered relying party.
+type Client struct {
+	ID string `json:"id"`
+	// SecretHash is HashSecret(secret); empty for public clients.
+	SecretHash             string   `json:"secret_hash,omitempty"`
+	Name                   string   `json:"name,omitempty"`
+	RedirectURIs           []string `json:"redirect_uris"`
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
+	// Public clients have no secret and must use PKCE.
+	Public bool `json:"public,omitempty"`
+	// IDTokenClaims puts profile, email, phone and address claims into the ID token as well as
+	// userinfo (Grafana reads only the ID token).
+	IDTokenClaims bool `json:"id_token_claims"`
+	// Source is "config" for clients reconciled from the config file, "cli" for the others.
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Client sources.
+const (
+	SourceConfig = "config"
+	SourceCLI    = "cli"
+)
+
+// AuthRequest is one /authorize request, from its creation until its code is redeemed.
+// Lifetime: ten minutes (the caller sets ExpiresAt).
+type AuthRequest struct {
+	ID           string   `json:"id"`
+	ClientID     string   `json:"client_id"`
+	RedirectURI  string   `json:"redirect_uri"` // raw, compared byte for byte at the token endpoint
+	State        string   `json:"state,omitempty"`
+	Nonce        string   `json:"nonce,omitempty"`
+	Scopes       []string `json:"scopes"`
+	ResponseType string   `json:"response_type"`
+	ResponseMode string   `json:"response_mode,omitempty"`
+	// CodeChallenge and CodeChallengeMethod are empty when PKCE was not used.
+	CodeChallenge       string    `json:"code_challenge,omitempty"`
+	CodeChallengeMethod string    `json:"code_challenge_method,omitempty"`
+	Prompt              []string  `json:"prompt,omitempty"`
+	MaxAge              *int64    `json:"max_age,omitempty"` // seconds; nil when absent
+	LoginHint           string    `json:"login_hint,omitempty"`
+	UILocales           []string  `json:"ui_locales,omitempty"`
+	HintSubject         string    `json:"hint_subject,omitempty"` // sub of a verified id_token_hint
+	CreatedAt           time.Time `json:"created_at"`
+	ExpiresAt           time.Time `json:"expires_at"`
+
+	// BrowserHash binds the request to the browser that first opened the login page:
+	// HashSecret of that browser's binding cookie. Set once.
+	BrowserHash string `json:"browser_hash,omitempty"`
+
+	// Completion, filled when the person has authenticated.
+	Done      bool      `json:"done,omitempty"`
+	Subject   string    `json:"subject,omitempty"`
+	AuthTime  time.Time `json:"auth_time,omitempty"`
+	AMR       []string  `json:"amr,omitempty"`
+	SessionID string    `json:"session_id,omitempty"` // the SSO session's id (hash form)
+}
+
+// LoginState is the value wecom-oidc sends to WeCom as `state` ([A-Za-z0-9]{32}), mapped to the
+// auth request it continues and the browser that started it. Single use; ten-minute lifetime.
+type LoginState struct {
+	State         string    `json:"state"`
+	AuthRequestID string    `json:"auth_request_id"`
+	BrowserHash   string    `json:"browser_hash"`
+	ExpiresAt     time.Time `json:"expires_at"`
+}
+
+// AccessToken is the record behind an opaque access token. The token string itself is made by
+// the OP library (an encryption of ID and subject); only the record is stored.
+type AccessToken struct {
+	ID       string   `json:"id"` // "at_" + random, never containing ':'
+	ClientID string   `json:"client_id"`
+	Subject  string   `json:"subject"`
+	Audience []string `json:"audience,omitempty"`
+	Scopes   []string `json:"scopes"`
+	// FamilyID links the token to the refresh family it was issued with ("" when none): revoking
+	// the family makes the access token invalid too.
+	FamilyID string `json:"family_id,omitempty"`
+	// AuthRequestID is the auth request whose code produced the token ("" on refresh).
+	AuthRequestID string    `json:"auth_request_id,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	ExpiresAt     time.Time `json:"expires_at"`
+}
+
+// RefreshToken is one refresh token of a family. A family starts at a code exchange with
+// offline_access; each refresh rotates it: the presented token is marked rotated and a new one
+// joins the family. Presenting a rotated token again revokes the family.
+type RefreshToken struct {
+	// Hash is HashSecret(token value): the key the token is found by.
+	Hash     string    `json:"hash"`
+	ID       string    `json:"id"` // "rt_" + random; what revocation and logs name
+	FamilyID string    `json:"family_id"`
+	ClientID string    `json:"client_id"`
+	Subject  string    `json:"subject"`
+	Audience []string  `json:"audience,omitempty"`
+	Scopes   []string  `json:"scopes"`
+	AuthTime time.Time `json:"auth_time"`
+	AMR      []string  `json:"amr,omitempty"`
+	// SessionID is the SSO session the family was issued under (hash form).
+	SessionID string    `json:"session_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// RotatedAt is set when the token has been exchanged for its successor.
+	RotatedAt *time.Time `json:"rotated_at,omitempty"`
+}
+
+// Session is an SSO session: the person authenticated at WeCom at AuthTime, and later logins by
+// the same browser skip WeCom while it lasts. ID is HashSecret of the session cookie.
+type Session struct {
+	ID        string    `json:"id"`
+	Subject   string    `json:"subject"`
+	AuthTime  time.Time `json:"auth_time"`
+	AMR       []string  `json:"amr,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// User is what wecom-oidc knows of a person, refreshed at every login. Subject is the OIDC `sub`.
+type User struct {
+	Subject        string            `json:"subject"`
+	CorpID         string            `json:"corp_id"`
+	UserID         string            `json:"userid"`
+	Name           string            `json:"name,omitempty"`
+	Alias          string            `json:"alias,omitempty"`
+	Email          string            `json:"email,omitempty"`
+	EmailVerified  bool              `json:"email_verified,omitempty"`
+	Mobile         string            `json:"mobile,omitempty"`
+	Gender         string            `json:"gender,omitempty"` // "male", "female" or ""
+	Avatar         string            `json:"avatar,omitempty"`
+	Address        string            `json:"address,omitempty"`
+	Position       string            `json:"position,omitempty"`
+	Departments    []Department      `json:"departments,omitempty"`
+	MainDepartment int64             `json:"main_department,omitempty"`
+	Groups         []string          `json:"groups,omitempty"`
+	Status         int               `json:"status,omitempty"` // WeCom's user/get status
+	Extra          map[string]string `json:"extra,omitempty"`
+	Disabled       bool              `json:"disabled,omitempty"` // disabled by an operator
+	FirstSeen      time.Time         `json:"first_seen"`
+	LastLogin      time.Time         `json:"last_login"`
+}
+
+// Department is a WeCom department a user belongs to.
+type Department struct {
+	ID   int64  `json:"id"`
+	Name string `json:"name,omitempty"`
+}
+
+// KeyRecord is a signing key. Private is the PKCS#8 DER of the private key.
+type KeyRecord struct {
+	ID        string    `json:"id"` // kid
+	Algorithm string    `json:"alg"`
+	Private   []byte    `json:"private"`
+	CreatedAt time.Time `json:"created_at"`
+	// NotAfter: the key stops being published after this time (zero: never). Set on retirement.
+	NotAfter time.Time `json:"not_after,omitempty"`
+}
+
+// UpstreamToken is a cached upstream access token (WeCom's gettoken), shared by every request and
+// every process using the database. Key identifies the app: "corp_id/agent_id".
+type UpstreamToken struct {
+	Key       string    `json:"key"`
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// GCResult counts what DeleteExpired removed, by kind.
+type GCResult struct {
+	AuthRequests  int
+	Codes         int
+	LoginStates   int
+	AccessTokens  int
+	RefreshTokens int
+	Sessions      int
+}
+
+// Total is the number of records removed.
+func (r GCResult) Total() int {
+	return r.AuthRequests + r.Codes + r.LoginStates + r.AccessTokens + r.RefreshTokens + r.Sessions
+}
+
+// Store is the persistence boundary. Implementations are safe for concurrent use.
+type Store interface {
+	// Clients.
+
+	// CreateClient fails with ErrAlreadyExists when the id is taken.
+	CreateClient(ctx context.Context, c Client) error
+	// PutClient creates or replaces a client (used to reconcile the config file's clients).
+	PutClient(ctx context.Context, c Client) error
+	GetClient(ctx context.Context, id string) (Client, error)
+	// ListClients returns every client, ordered by id.
+	ListClients(ctx context.Context) ([]Client, error)
+	// DeleteClient fails with ErrNotFound when there is no such client.
+	DeleteClient(ctx context.Context, id string) error
+
+	// Auth requests and codes.
+
+	// CreateAuthRequest fails with ErrAlreadyExists when the id is taken.
+	CreateAuthRequest(ctx context.Context, ar AuthRequest) error
+	// GetAuthRequest returns ErrNotFound for unknown or expired requests.
+	GetAuthRequest(ctx context.Context, id string) (AuthRequest, error)
+	// UpdateAuthRequest runs fn on the live request inside one atomic read-modify-write and stores
+	// the result; an error from fn aborts the update and is returned as is. The id cannot change.
+	UpdateAuthRequest(ctx context.Context, id string, fn func(*AuthRequest) error) (AuthRequest, error)
+	// DeleteAuthRequest removes the request and any code pointing at it; deleting a missing
+	// request is not an error (the OP library calls it after tokens exist and must not fail).
+	DeleteAuthRequest(ctx context.Context, id string) error
+	// SaveCode maps HashSecret(code) to an auth request until expiresAt.
+	SaveCode(ctx context.Context, codeHash, authRequestID string, expiresAt time.Time) error
+	// ConsumeCode redeems a code, atomically and exactly once: of any number of concurrent calls
+	// with one code, one returns its auth request and every other fails. A code presented again
+	// after its redemption fails with ErrAlreadyUsed (until the code's own expiry), an unknown or
+	// expired one with ErrNotFound. The auth request must still be live.
+	ConsumeCode(ctx context.Context, codeHash string) (AuthRequest, error)
+
+	// WeCom login states.
+
+	CreateLoginState(ctx context.Context, s LoginState) error
+	// ConsumeLoginState returns the state and deletes it in one atomic step: exactly one caller
+	// wins; every other gets ErrNotFound (unknown, expired or already consumed).
+	ConsumeLoginState(ctx context.Context, state string) (LoginState, error)
+
+	// Tokens.
+
+	// CreateTokens stores an access token and, when refresh is not nil, the first refresh token of
+	// a new family (refresh.FamilyID), in one transaction.
+	CreateTokens(ctx context.Context, access AccessToken, refresh *RefreshToken) error
+	// GetAccessToken returns a live token: ErrNotFound when unknown or expired, ErrRevoked when it
+	// or its family was revoked.
+	GetAccessToken(ctx context.Context, id string) (AccessToken, error)
+	// GetRefreshToken returns the live refresh token with this hash. A token that has already been
+	// rotated makes the Store revoke its family and return ErrTokenReused; a revoked family gives
+	// ErrRevoked; unknown or expired, ErrNotFound.
+	GetRefreshToken(ctx context.Context, hash string) (RefreshToken, error)
+	// RotateRefreshToken exchanges the token with hash presentedHash for next (same family) and
+	// stores access, in one transaction, after re-checking that the presented token is still live
+	// there: of two concurrent rotations of one token exactly one succeeds, and the loser — like
+	// any later presentation of the rotated token — revokes the family and gets ErrTokenReused.
+	RotateRefreshToken(ctx context.Context, presentedHash string, next RefreshToken, access AccessToken) error
+	// RevokeAccessToken makes the access token invalid; unknown ids are not an error.
+	RevokeAccessToken(ctx context.Context, id string) error
+	// RevokeRefreshFamily makes every refresh token of the family, and every access token issued
+	// with it, invalid; unknown families are not an error.
+	RevokeRefreshFamily(ctx context.Context, familyID string) error
+
+	// SSO sessions.
+
+	CreateSession(ctx context.Context, s Session) error
+	// GetSession returns ErrNotFound for unknown or expired sessions.
+	GetSession(ctx context.Context, id string) (Session, error)
+	// DeleteSession is not an error for a missing session.
+	DeleteSession(ctx context.Context, id string) error
+
+	// Users.
+
+	// PutUser creates or replaces the user with this subject.
+	PutUser(ctx context.Context, u User) error
+	GetUser(ctx context.Context, subject string) (User, error)
+	// ListUsers returns every user, ordered by subject.
+	ListUsers(ctx context.Context) ([]User, error)
+
+	// Signing keys.
+
+	// ListKeys returns every stored key, ordered by CreatedAt.
+	ListKeys(ctx context.Context) ([]KeyRecord, error)
+	// PutKey creates or replaces a key.
+	PutKey(ctx context.Context, k KeyRecord) error
+
+	// Upstream (WeCom) access-token cache.
+
+	// GetUpstreamToken returns ErrNotFound when nothing is cached or the cached token has expired.
+	GetUpstreamToken(ctx context.Context, key string) (UpstreamToken, error)
+	PutUpstreamToken(ctx context.Context, t UpstreamToken) error
+	// DeleteUpstreamToken forgets the cached token (WeCom invalidated it); missing is not an error.
+	DeleteUpstreamToken(ctx context.Context, key string) error
+
+	// Housekeeping.
+
+	// DeleteExpired removes every record whose expiry has passed (by the Store's clock) and
+	// reports how many of each kind. Used-code tombstones and rotated refresh tokens go when
+	// their own expiry passes.
+	DeleteExpired(ctx context.Context) (GCResult, error)
+	// Health reports whether the store can serve reads.
+	Health(ctx context.Context) error
+	// Close releases the store. Calls after Close fail.
+	Close() error
+}
