@@ -253,9 +253,11 @@ type Store interface {
 	GetAuthRequest(ctx context.Context, id string) (AuthRequest, error)
 	// UpdateAuthRequest runs fn on the live request inside one atomic read-modify-write and stores
 	// the result; an error from fn aborts the update and is returned as is. The id cannot change.
+	// fn may run while the backend holds its write lock: it must be quick and do no I/O.
 	UpdateAuthRequest(ctx context.Context, id string, fn func(*AuthRequest) error) (AuthRequest, error)
-	// DeleteAuthRequest removes the request and any code pointing at it; deleting a missing
-	// request is not an error (the OP library calls it after tokens exist and must not fail).
+	// DeleteAuthRequest removes the request and its unredeemed codes; a redeemed code's tombstone
+	// stays until the code's own expiry, so a replay still reports ErrAlreadyUsed. Deleting a
+	// missing request is not an error (the OP library calls it after tokens exist).
 	DeleteAuthRequest(ctx context.Context, id string) error
 	// SaveCode maps HashSecret(code) to an auth request until expiresAt.
 	SaveCode(ctx context.Context, codeHash, authRequestID string, expiresAt time.Time) error

@@ -1,0 +1,272 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
+)
+
+// This file holds the login flow's short-lived records: auth requests, codes and WeCom login
+// states.
+
+// codeRecord is the value of the codes bucket, keyed by HashSecret(code). A redeemed code is
+// kept, with Used set, until its own expiry so that a replay is told apart (ErrAlreadyUsed)
+// from a wrong code.
+type codeRecord struct {
+	AuthRequestID string    `json:"auth_request_id"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	Used          bool      `json:"used,omitempty"`
+}
+
+// arCodePrefix is len16(id) ‖ id: the length prefix keeps one id from being a prefix of another.
+// Ids are bbolt keys, which are at most 32 KiB, so 16 bits always suffice.
+func arCodePrefix(authRequestID string) []byte {
+	k := binary.BigEndian.AppendUint16(nil, uint16(len(authRequestID)))
+	return append(k, authRequestID...)
+}
+
+// arCodeKey is the auth_request_codes key linking a request to one of its codes.
+func arCodeKey(authRequestID, codeHash string) []byte {
+	return append(arCodePrefix(authRequestID), codeHash...)
+}
+
+// CreateAuthRequest stores a new auth request; ErrAlreadyExists when the id is taken. Batched.
+func (s *Store) CreateAuthRequest(ctx context.Context, ar storage.AuthRequest) (err error) {
+	defer wrap(&err, "create auth request %q", ar.ID)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if ar.ID == "" {
+		return errors.New("empty auth request id")
+	}
+	raw, err := encode(ar)
+	if err != nil {
+		return err
+	}
+	return s.db.Batch(func(tx *bbolt.Tx) error {
+		return putNew(tx, bucketAuthRequests, []byte(ar.ID), raw, ar.ExpiresAt, "auth request")
+	})
+}
+
+// liveAuthRequest reads the auth request id inside tx; ErrNotFound when absent or expired.
+func liveAuthRequest(tx *bbolt.Tx, id string, now time.Time) (storage.AuthRequest, error) {
+	ar, ok, err := getJSON[storage.AuthRequest](bkt(tx, bucketAuthRequests), []byte(id))
+	if err != nil {
+		return storage.AuthRequest{}, err
+	}
+	if !ok || expired(ar.ExpiresAt, now) {
+		return storage.AuthRequest{}, fmt.Errorf("auth request %q: %w", id, storage.ErrNotFound)
+	}
+	return ar, nil
+}
+
+// GetAuthRequest returns ErrNotFound for unknown or expired requests.
+func (s *Store) GetAuthRequest(ctx context.Context, id string) (ar storage.AuthRequest, err error) {
+	defer wrap(&err, "get auth request")
+	if err := ctx.Err(); err != nil {
+		return ar, err
+	}
+	now := s.now()
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		ar, err = liveAuthRequest(tx, id, now)
+		return err
+	})
+	return ar, err
+}
+
+// UpdateAuthRequest runs fn inside one write transaction (a plain Update, not Batch, so fn runs
+// exactly once). fn must not block or do I/O: it holds the database's writer lock. An error from
+// fn is returned unwrapped and nothing is written; changing the id gives ErrConflict.
+func (s *Store) UpdateAuthRequest(ctx context.Context, id string, fn func(*storage.AuthRequest) error) (storage.AuthRequest, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.AuthRequest{}, fmt.Errorf("storage: update auth request %q: %w", id, err)
+	}
+	now := s.now()
+	var out storage.AuthRequest
+	var fnErr error
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		ar, err := liveAuthRequest(tx, id, now)
+		if err != nil {
+			return err
+		}
+		if fnErr = fn(&ar); fnErr != nil {
+			return fnErr
+		}
+		if ar.ID != id {
+			return fmt.Errorf("the update changed the id to %q: %w", ar.ID, storage.ErrConflict)
+		}
+		raw, err := encode(ar)
+		if err != nil {
+			return err
+		}
+		if err := putExpiring(tx, bucketAuthRequests, []byte(id), raw, ar.ExpiresAt); err != nil {
+			return err
+		}
+		out = ar
+		return nil
+	})
+	if fnErr != nil {
+		return storage.AuthRequest{}, fnErr
+	}
+	if err != nil {
+		return storage.AuthRequest{}, fmt.Errorf("storage: update auth request %q: %w", id, err)
+	}
+	return out, nil
+}
+
+// DeleteAuthRequest removes the request and its unredeemed codes; a missing request is not an
+// error. Redeemed codes stay, as tombstones, until their own expiry: they can no longer be
+// redeemed, and keeping them is what lets ConsumeCode answer ErrAlreadyUsed to a replay (the OP
+// deletes the request as soon as the code has produced tokens).
+func (s *Store) DeleteAuthRequest(ctx context.Context, id string) (err error) {
+	defer wrap(&err, "delete auth request %q", id)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		if err := deleteExpiring(tx, bucketAuthRequests, []byte(id)); err != nil {
+			return err
+		}
+		links, codes := bkt(tx, bucketARCodes), bkt(tx, bucketCodes)
+		prefix := arCodePrefix(id)
+		var keys [][]byte
+		c := links.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			hash := k[len(prefix):]
+			code, ok, err := getJSON[codeRecord](codes, hash)
+			if err != nil {
+				return err
+			}
+			if ok && code.AuthRequestID == id && !code.Used {
+				if err := deleteExpiring(tx, bucketCodes, hash); err != nil {
+					return err
+				}
+			}
+			if err := links.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SaveCode maps codeHash to a live auth request until expiresAt. A code hash already stored
+// gives ErrAlreadyExists (overwriting would resurrect a redeemed code); an unknown or expired
+// auth request gives ErrNotFound. Batched.
+func (s *Store) SaveCode(ctx context.Context, codeHash, authRequestID string, expiresAt time.Time) (err error) {
+	defer wrap(&err, "save code for auth request %q", authRequestID)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if codeHash == "" {
+		return errors.New("empty code hash")
+	}
+	raw, err := encode(codeRecord{AuthRequestID: authRequestID, ExpiresAt: expiresAt})
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	return s.db.Batch(func(tx *bbolt.Tx) error {
+		if _, err := liveAuthRequest(tx, authRequestID, now); err != nil {
+			return err
+		}
+		if err := putNew(tx, bucketCodes, []byte(codeHash), raw, expiresAt, "code"); err != nil {
+			return err
+		}
+		return bkt(tx, bucketARCodes).Put(arCodeKey(authRequestID, codeHash), []byte{})
+	})
+}
+
+// ConsumeCode redeems a code in one write transaction, so of concurrent redemptions exactly one
+// sees it unused. Errors leave the code untouched (the transaction rolls back; nothing was
+// written before them).
+func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.AuthRequest, err error) {
+	defer wrap(&err, "consume code")
+	if err := ctx.Err(); err != nil {
+		return ar, err
+	}
+	now := s.now()
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		code, ok, err := getJSON[codeRecord](bkt(tx, bucketCodes), []byte(codeHash))
+		if err != nil {
+			return err
+		}
+		if !ok || expired(code.ExpiresAt, now) {
+			return storage.ErrNotFound
+		}
+		if code.Used {
+			return storage.ErrAlreadyUsed
+		}
+		got, err := liveAuthRequest(tx, code.AuthRequestID, now)
+		if err != nil {
+			return err
+		}
+		code.Used = true
+		raw, err := encode(code)
+		if err != nil {
+			return err
+		}
+		if err := putExpiring(tx, bucketCodes, []byte(codeHash), raw, code.ExpiresAt); err != nil {
+			return err
+		}
+		ar = got
+		return nil
+	})
+	if err != nil {
+		return storage.AuthRequest{}, err
+	}
+	return ar, nil
+}
+
+// CreateLoginState stores a new WeCom login state; ErrAlreadyExists when it is taken. Batched.
+func (s *Store) CreateLoginState(ctx context.Context, ls storage.LoginState) (err error) {
+	defer wrap(&err, "create login state")
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	raw, err := encode(ls)
+	if err != nil {
+		return err
+	}
+	return s.db.Batch(func(tx *bbolt.Tx) error {
+		return putNew(tx, bucketLoginStates, []byte(ls.State), raw, ls.ExpiresAt, "login state")
+	})
+}
+
+// ConsumeLoginState reads and deletes the state in one write transaction: exactly one caller
+// wins. An expired state is left for DeleteExpired.
+func (s *Store) ConsumeLoginState(ctx context.Context, state string) (ls storage.LoginState, err error) {
+	defer wrap(&err, "consume login state")
+	if err := ctx.Err(); err != nil {
+		return ls, err
+	}
+	now := s.now()
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		got, ok, err := getJSON[storage.LoginState](bkt(tx, bucketLoginStates), []byte(state))
+		if err != nil {
+			return err
+		}
+		if !ok || expired(got.ExpiresAt, now) {
+			return storage.ErrNotFound
+		}
+		if err := deleteExpiring(tx, bucketLoginStates, []byte(state)); err != nil {
+			return err
+		}
+		ls = got
+		return nil
+	})
+	if err != nil {
+		return storage.LoginState{}, err
+	}
+	return ls, nil
+}

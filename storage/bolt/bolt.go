@@ -1,0 +1,458 @@
+// Package bolt is the embedded storage.Store backend: one bbolt file holding every record
+// wecom-oidc keeps.
+//
+// # Layout
+//
+// Each record kind has its own bucket and every value is JSON:
+//
+//	clients           client id          → storage.Client
+//	auth_requests     auth request id    → storage.AuthRequest
+//	codes             code hash          → {auth request id, expires, used}
+//	auth_request_codes len16(ar id) ‖ ar id ‖ code hash → (empty); finds the codes of a request
+//	login_states      state              → storage.LoginState
+//	access_tokens     access token id    → storage.AccessToken + revoked flag
+//	refresh_tokens    refresh token hash → storage.RefreshToken
+//	refresh_families  family id          → {revoked, expires}
+//	sessions          session id (hash)  → storage.Session
+//	users             subject            → storage.User
+//	keys              key id             → storage.KeyRecord
+//	upstream_tokens   "corp_id/agent_id" → storage.UpstreamToken
+//	expiry            be64(unix ns) ‖ bucket name ‖ 0x00 ‖ key → (empty)
+//	meta              "schema"           → schema version
+//
+// Every write of a record that expires also writes its entry in the expiry index (and removes
+// the entry of the record it replaces), so DeleteExpired walks the index from its start up to
+// "now" and costs what it deletes, not the size of the database. Revoking a refresh family is a
+// single write to its family record, which every refresh- and access-token lookup consults.
+//
+// # Atomicity
+//
+// bbolt has one writer at a time and serialisable transactions, so every read-check-write the
+// storage contract asks to be atomic (ConsumeCode, ConsumeLoginState, UpdateAuthRequest,
+// RotateRefreshToken, the reuse detection in GetRefreshToken) runs in a single db.Update. Creates
+// that arrive concurrently from many requests (auth requests, codes, login states, tokens,
+// sessions, users) go through db.Batch, which coalesces them into fewer fsyncs; their
+// functions are pure functions of the transaction so that Batch may run them more than once.
+//
+// # File and lock
+//
+// Open creates the parent directory (0700) and the file (0600) when missing, and takes bbolt's
+// exclusive file lock: a second process, or a second Open in this one, fails after
+// Options.Timeout (1s by default) with an error saying the database is in use, instead of
+// blocking for ever.
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
+)
+
+// Options tune Open. The zero value is ready to use.
+type Options struct {
+	// Timeout is how long Open waits for the file lock held by another process; 0 means 1s.
+	Timeout time.Duration
+	// Now is the Store's clock, used for every expiry decision; nil means time.Now.
+	Now func() time.Time
+}
+
+const (
+	defaultTimeout = time.Second
+	// fileMode: the database holds signing keys and token records, readable by the owner only.
+	fileMode = 0o600
+	// dirMode is used only when Open has to create the parent directory.
+	dirMode = 0o700
+	// schemaVersion is stored in the meta bucket; Open refuses a file written by a newer layout.
+	schemaVersion = 1
+	// defaultGCChunk bounds how many expired records one DeleteExpired transaction removes, so
+	// a large sweep does not hold the writer lock for long.
+	defaultGCChunk = 1000
+)
+
+// Bucket names. They never contain 0x00, which separates the bucket name from the record key in
+// the expiry index.
+const (
+	bucketClients       = "clients"
+	bucketAuthRequests  = "auth_requests"
+	bucketCodes         = "codes"
+	bucketARCodes       = "auth_request_codes"
+	bucketLoginStates   = "login_states"
+	bucketAccessTokens  = "access_tokens"
+	bucketRefreshTokens = "refresh_tokens"
+	bucketFamilies      = "refresh_families"
+	bucketSessions      = "sessions"
+	bucketUsers         = "users"
+	bucketKeys          = "keys"
+	bucketUpstream      = "upstream_tokens"
+	bucketExpiry        = "expiry"
+	bucketMeta          = "meta"
+)
+
+// allBuckets lists every bucket Open creates.
+func allBuckets() []string {
+	return []string{
+		bucketClients, bucketAuthRequests, bucketCodes, bucketARCodes, bucketLoginStates,
+		bucketAccessTokens, bucketRefreshTokens, bucketFamilies, bucketSessions, bucketUsers,
+		bucketKeys, bucketUpstream, bucketExpiry, bucketMeta,
+	}
+}
+
+// expiringBucket reports whether the bucket holds records with an expiry, the only ones the
+// expiry index may name: a corrupt index entry can never make the sweep delete a client, a user
+// or a key.
+func expiringBucket(name string) bool {
+	switch name {
+	case bucketAuthRequests, bucketCodes, bucketLoginStates, bucketAccessTokens, bucketRefreshTokens,
+		bucketFamilies, bucketSessions, bucketUpstream:
+		return true
+	}
+	return false
+}
+
+// bkt returns the named bucket, which Open has created.
+func bkt(tx *bbolt.Tx, name string) *bbolt.Bucket { return tx.Bucket([]byte(name)) }
+
+// metaSchemaKey is the meta bucket's key for the schema version.
+const metaSchemaKey = "schema"
+
+// Store is the bbolt implementation of storage.Store. It is safe for concurrent use.
+type Store struct {
+	db      *bbolt.DB
+	path    string
+	now     func() time.Time
+	gcChunk int
+	closed  atomic.Bool
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database at path. See the package documentation for the
+// file mode and locking behaviour.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = defaultTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
+		return nil, fmt.Errorf("storage: create directory for database %s: %w", path, err)
+	}
+	db, err := bbolt.Open(path, fileMode, &bbolt.Options{Timeout: opts.Timeout})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("storage: database %s is in use by another wecom-oidc process (lock not acquired within %s): %w",
+				path, opts.Timeout, err)
+		}
+		return nil, fmt.Errorf("storage: open database %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range allBuckets() {
+			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := bkt(tx, bucketMeta)
+		if v := meta.Get([]byte(metaSchemaKey)); v != nil {
+			if len(v) != 8 {
+				return fmt.Errorf("malformed schema version %x", v)
+			}
+			if got := binary.BigEndian.Uint64(v); got != schemaVersion {
+				return fmt.Errorf("schema version %d, this build understands %d", got, schemaVersion)
+			}
+			return nil
+		}
+		return meta.Put([]byte(metaSchemaKey), binary.BigEndian.AppendUint64(nil, schemaVersion))
+	})
+	if err != nil {
+		_ = db.Close() // the initialisation error is the one worth reporting
+		return nil, fmt.Errorf("storage: initialise database %s: %w", path, err)
+	}
+	return &Store{db: db, path: path, now: opts.Now, gcChunk: defaultGCChunk}, nil
+}
+
+// Close closes the database. Every later call, Close included, fails.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return fmt.Errorf("storage: close database %s: %w", s.path, bolterrors.ErrDatabaseNotOpen)
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("storage: close database %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Health runs a read transaction that touches a bucket's first page.
+func (s *Store) Health(ctx context.Context) (err error) {
+	defer wrap(&err, "health")
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(func(tx *bbolt.Tx) error {
+		b := bkt(tx, bucketMeta)
+		if b == nil {
+			return errors.New("meta bucket missing")
+		}
+		if k, _ := b.Cursor().First(); k == nil {
+			return errors.New("meta bucket empty")
+		}
+		return nil
+	})
+}
+
+// wrap prefixes a non-nil *err with "storage: " and the operation, keeping the chain for
+// errors.Is. Used as `defer wrap(&err, "get client %q", id)`.
+func wrap(err *error, format string, args ...any) {
+	if *err != nil {
+		*err = fmt.Errorf("storage: %s: %w", fmt.Sprintf(format, args...), *err)
+	}
+}
+
+// expired reports whether a record expiring at exp is dead at now: ExpiresAt <= Now.
+func expired(exp, now time.Time) bool { return !exp.After(now) }
+
+// --- JSON helpers (called inside transactions: bbolt's value slices live only as long as the
+// transaction, and decoding copies everything out of them) ---
+
+// getJSON decodes the value at key into a T; ok is false when the key is absent.
+func getJSON[T any](b *bbolt.Bucket, key []byte) (v T, ok bool, err error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return v, false, nil
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, false, fmt.Errorf("decode record %q: %w", key, err)
+	}
+	return v, true, nil
+}
+
+func encode(v any) ([]byte, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode record: %w", err)
+	}
+	return raw, nil
+}
+
+// listJSON decodes every value of a bucket, in key order.
+func listJSON[T any](b *bbolt.Bucket) ([]T, error) {
+	out := []T{}
+	err := b.ForEach(func(_, raw []byte) error {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("decode record: %w", err)
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err
+}
+
+// --- expiry index ---
+
+// expiryNanos maps a time onto the index's unsigned, big-endian ordered axis. Times before 1970
+// (including the zero time) map to 0, so they are swept at once; times beyond what UnixNano can
+// represent (year 2262) map to the end of the axis.
+func expiryNanos(t time.Time) uint64 {
+	sec := t.Unix()
+	switch {
+	case sec < 0:
+		return 0
+	case sec >= math.MaxInt64/int64(time.Second)-1:
+		return math.MaxUint64
+	default:
+		return uint64(t.UnixNano())
+	}
+}
+
+// indexKey is be64(expiry ns) ‖ bucket ‖ 0x00 ‖ key.
+func indexKey(exp time.Time, bucket string, key []byte) []byte {
+	k := make([]byte, 8, 8+len(bucket)+1+len(key))
+	binary.BigEndian.PutUint64(k, expiryNanos(exp))
+	k = append(k, bucket...)
+	k = append(k, 0)
+	return append(k, key...)
+}
+
+// parseIndexKey splits an index key; ok is false for a malformed key.
+func parseIndexKey(k []byte) (nanos uint64, bucket string, key []byte, ok bool) {
+	if len(k) < 10 {
+		return 0, "", nil, false
+	}
+	rest := k[8:]
+	i := bytes.IndexByte(rest, 0)
+	if i <= 0 {
+		return 0, "", nil, false
+	}
+	return binary.BigEndian.Uint64(k), string(rest[:i]), rest[i+1:], true
+}
+
+// expiryOf reads the expiry of any stored expiring record: all of them keep it in "expires_at".
+func expiryOf(raw []byte) (time.Time, error) {
+	var v struct {
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return time.Time{}, fmt.Errorf("decode expiry: %w", err)
+	}
+	return v.ExpiresAt, nil
+}
+
+// putExpiring writes value (which must carry expires_at == exp) under key and keeps the expiry
+// index in step: the entry of the record being replaced, if any, is removed first.
+func putExpiring(tx *bbolt.Tx, bucket string, key, value []byte, exp time.Time) error {
+	if len(key) == 0 {
+		return errors.New("empty key")
+	}
+	b, idx := bkt(tx, bucket), bkt(tx, bucketExpiry)
+	if old := b.Get(key); old != nil {
+		oldExp, err := expiryOf(old)
+		if err != nil {
+			return err
+		}
+		if err := idx.Delete(indexKey(oldExp, bucket, key)); err != nil {
+			return err
+		}
+	}
+	if err := b.Put(key, value); err != nil {
+		return err
+	}
+	return idx.Put(indexKey(exp, bucket, key), []byte{})
+}
+
+// putNew is putExpiring for a create: it fails with ErrAlreadyExists when key is taken, whether
+// or not the existing record has expired (ids are random; a clash is a bug worth seeing).
+func putNew(tx *bbolt.Tx, bucket string, key, value []byte, exp time.Time, what string) error {
+	if len(key) == 0 {
+		return fmt.Errorf("empty %s key", what)
+	}
+	if bkt(tx, bucket).Get(key) != nil {
+		return fmt.Errorf("%s: %w", what, storage.ErrAlreadyExists)
+	}
+	return putExpiring(tx, bucket, key, value, exp)
+}
+
+// deleteExpiring removes key and its index entry; a missing key is not an error.
+func deleteExpiring(tx *bbolt.Tx, bucket string, key []byte) error {
+	b := bkt(tx, bucket)
+	old := b.Get(key)
+	if old == nil {
+		return nil
+	}
+	exp, err := expiryOf(old)
+	if err != nil {
+		return err
+	}
+	if err := bkt(tx, bucketExpiry).Delete(indexKey(exp, bucket, key)); err != nil {
+		return err
+	}
+	return b.Delete(key)
+}
+
+// DeleteExpired sweeps the expiry index from its start up to now, in transactions of at most
+// gcChunk entries. Families and upstream tokens are removed too but are not counted: GCResult
+// has no field for them (a family is internal bookkeeping; the upstream token is a cache).
+func (s *Store) DeleteExpired(ctx context.Context) (res storage.GCResult, err error) {
+	defer wrap(&err, "delete expired")
+	now := expiryNanos(s.now())
+	for {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		var chunk storage.GCResult
+		var seen int
+		err := s.db.Update(func(tx *bbolt.Tx) error {
+			chunk, seen = storage.GCResult{}, 0 // reset: the function's effects are its return values
+			idx := bkt(tx, bucketExpiry)
+			var keys [][]byte
+			c := idx.Cursor()
+			for k, _ := c.First(); k != nil && len(keys) < s.gcChunk; k, _ = c.Next() {
+				if len(k) >= 8 && binary.BigEndian.Uint64(k) > now {
+					break
+				}
+				keys = append(keys, bytes.Clone(k)) // deleting under a live cursor is unsafe
+			}
+			seen = len(keys)
+			for _, k := range keys {
+				if err := sweep(tx, k, &chunk); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return res, err
+		}
+		res.AuthRequests += chunk.AuthRequests
+		res.Codes += chunk.Codes
+		res.LoginStates += chunk.LoginStates
+		res.AccessTokens += chunk.AccessTokens
+		res.RefreshTokens += chunk.RefreshTokens
+		res.Sessions += chunk.Sessions
+		if seen < s.gcChunk {
+			return res, nil
+		}
+	}
+}
+
+// sweep removes one due index entry and, unless the entry is stale (its record gone or now
+// carrying another expiry), the record it names.
+func sweep(tx *bbolt.Tx, k []byte, res *storage.GCResult) error {
+	idx := bkt(tx, bucketExpiry)
+	if err := idx.Delete(k); err != nil {
+		return err
+	}
+	_, bucket, key, ok := parseIndexKey(k)
+	if !ok || !expiringBucket(bucket) {
+		return nil // malformed entry: dropping it is all there is to do
+	}
+	b := bkt(tx, bucket)
+	raw := b.Get(key)
+	if raw == nil {
+		return nil
+	}
+	exp, err := expiryOf(raw)
+	if err != nil || !bytes.Equal(indexKey(exp, bucket, key), k) {
+		// Stale entry, or an undecodable record: never destroy data on a doubtful index entry.
+		return nil
+	}
+	if bucket == bucketCodes {
+		var code codeRecord
+		if err := json.Unmarshal(raw, &code); err == nil {
+			if err := bkt(tx, bucketARCodes).Delete(arCodeKey(code.AuthRequestID, string(key))); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.Delete(key); err != nil {
+		return err
+	}
+	switch bucket {
+	case bucketAuthRequests:
+		res.AuthRequests++
+	case bucketCodes:
+		res.Codes++
+	case bucketLoginStates:
+		res.LoginStates++
+	case bucketAccessTokens:
+		res.AccessTokens++
+	case bucketRefreshTokens:
+		res.RefreshTokens++
+	case bucketSessions:
+		res.Sessions++
+	}
+	return nil
+}

@@ -1,0 +1,341 @@
+package bolt
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/storagetest"
+)
+
+// openTest opens a store at path and closes it when the test ends. A store the test closed
+// itself is fine.
+func openTest(tb testing.TB, path string, opts Options) *Store {
+	tb.Helper()
+	s, err := Open(path, opts)
+	if err != nil {
+		tb.Fatalf("Open: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil && !errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, now func() time.Time) storage.Store {
+		return openTest(t, filepath.Join(t.TempDir(), "wecom-oidc.db"), Options{Now: now})
+	})
+}
+
+func TestFileModeAndParentDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state", "nested")
+	path := filepath.Join(dir, "wecom-oidc.db")
+	openTest(t, path, Options{})
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Errorf("database file mode = %v, want 0600", got)
+	}
+	di, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := di.Mode().Perm(); got != 0o700 {
+		t.Errorf("created directory mode = %v, want 0700", got)
+	}
+}
+
+func TestSecondOpenFailsFastWhileLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wecom-oidc.db")
+	openTest(t, path, Options{})
+	start := time.Now()
+	s2, err := Open(path, Options{Timeout: 100 * time.Millisecond})
+	elapsed := time.Since(start)
+	if err == nil {
+		_ = s2.Close()
+		t.Fatal("second Open of a locked database succeeded")
+	}
+	if !errors.Is(err, bolterrors.ErrTimeout) {
+		t.Errorf("error %v does not wrap bbolt's ErrTimeout", err)
+	}
+	for _, want := range []string{path, "in use by another wecom-oidc process", "within 100ms"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if elapsed > 2*time.Second {
+		t.Errorf("second Open took %v with a 100ms timeout", elapsed)
+	}
+}
+
+func TestDataSurvivesReopen(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "wecom-oidc.db")
+	clock := storagetest.NewClock(storagetest.Start())
+	s := openTest(t, path, Options{Now: clock.Now})
+	c := storage.Client{ID: "grafana", RedirectURIs: []string{"https://g/cb"}, Source: storage.SourceConfig}
+	if err := s.CreateClient(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	at := storage.AccessToken{ID: "at_1", FamilyID: "f1", Scopes: []string{"openid"}, ExpiresAt: clock.Now().Add(time.Hour)}
+	rt := storage.RefreshToken{Hash: storage.HashSecret("r1"), FamilyID: "f1", Scopes: []string{"openid"}, ExpiresAt: clock.Now().Add(time.Hour)}
+	if err := s.CreateTokens(ctx, at, &rt); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeRefreshFamily(ctx, "f1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(); err == nil {
+		t.Error("second Close succeeded")
+	}
+
+	s = openTest(t, path, Options{Now: clock.Now})
+	got, err := s.GetClient(ctx, "grafana")
+	if err != nil {
+		t.Fatalf("GetClient after reopen: %v", err)
+	}
+	if got.ID != c.ID || got.RedirectURIs[0] != c.RedirectURIs[0] {
+		t.Errorf("client after reopen = %+v", got)
+	}
+	if _, err := s.GetAccessToken(ctx, "at_1"); !errors.Is(err, storage.ErrRevoked) {
+		t.Errorf("GetAccessToken after reopen: %v, want ErrRevoked (the revocation must persist)", err)
+	}
+}
+
+func TestOpenRejectsNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wecom-oidc.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		return bkt(tx, bucketMeta).Put([]byte(metaSchemaKey), []byte{0, 0, 0, 0, 0, 0, 0, 2})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{})
+	if err == nil {
+		_ = s.Close()
+		t.Fatal("Open accepted a database with schema version 2")
+	}
+	if !strings.Contains(err.Error(), "schema version 2") {
+		t.Errorf("error %q does not name the schema version", err)
+	}
+	// The failed Open released the lock.
+	s, err = Open(path, Options{Timeout: 100 * time.Millisecond})
+	if err == nil {
+		_ = s.Close()
+	} else if errors.Is(err, bolterrors.ErrTimeout) {
+		t.Errorf("lock still held after a failed Open: %v", err)
+	}
+}
+
+// bucketSizes counts the keys of every bucket.
+func bucketSizes(tb testing.TB, s *Store) map[string]int {
+	tb.Helper()
+	sizes := map[string]int{}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		for _, name := range allBuckets() {
+			sizes[name] = tx.Bucket([]byte(name)).Stats().KeyN
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sizes
+}
+
+// TestDeleteExpiredShrinksBuckets checks the physical effect of a sweep, expiry index included,
+// with a chunk size small enough that the sweep takes several transactions.
+func TestDeleteExpiredShrinksBuckets(t *testing.T) {
+	ctx := t.Context()
+	clock := storagetest.NewClock(storagetest.Start())
+	s := openTest(t, filepath.Join(t.TempDir(), "wecom-oidc.db"), Options{Now: clock.Now})
+	s.gcChunk = 3
+	t0 := clock.Now()
+
+	mustNil := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	for _, id := range []string{"ar1", "ar2", "ar3", "ar4"} {
+		mustNil("CreateAuthRequest", s.CreateAuthRequest(ctx, storage.AuthRequest{ID: id, ExpiresAt: t0.Add(10 * time.Minute)}))
+	}
+	mustNil("CreateAuthRequest(live)", s.CreateAuthRequest(ctx, storage.AuthRequest{ID: "live", ExpiresAt: t0.Add(time.Hour)}))
+	mustNil("SaveCode(1)", s.SaveCode(ctx, "c1", "ar1", t0.Add(time.Minute)))
+	mustNil("SaveCode(2)", s.SaveCode(ctx, "c2", "ar2", t0.Add(time.Minute)))
+	mustNil("SaveCode(live)", s.SaveCode(ctx, "c3", "live", t0.Add(time.Hour)))
+	_, err := s.ConsumeCode(ctx, "c2")
+	mustNil("ConsumeCode", err)
+	mustNil("CreateLoginState", s.CreateLoginState(ctx, storage.LoginState{State: "s1", ExpiresAt: t0.Add(time.Minute)}))
+	rt := storage.RefreshToken{Hash: "r1", FamilyID: "f1", ExpiresAt: t0.Add(20 * time.Minute)}
+	mustNil("CreateTokens", s.CreateTokens(ctx, storage.AccessToken{ID: "at1", FamilyID: "f1", ExpiresAt: t0.Add(5 * time.Minute)}, &rt))
+	mustNil("CreateSession", s.CreateSession(ctx, storage.Session{ID: "sess", ExpiresAt: t0.Add(time.Minute)}))
+	mustNil("PutUpstreamToken", s.PutUpstreamToken(ctx, storage.UpstreamToken{Key: "k", Token: "t", ExpiresAt: t0.Add(time.Minute)}))
+	// Replacing records must not leave their old index entries behind.
+	mustNil("PutUpstreamToken(again)", s.PutUpstreamToken(ctx, storage.UpstreamToken{Key: "k", Token: "t2", ExpiresAt: t0.Add(2 * time.Minute)}))
+	_, err = s.UpdateAuthRequest(ctx, "ar4", func(ar *storage.AuthRequest) error { ar.ExpiresAt = t0.Add(11 * time.Minute); return nil })
+	mustNil("UpdateAuthRequest", err)
+
+	before := bucketSizes(t, s)
+	want := map[string]int{
+		"auth_requests": 5, "codes": 3, "auth_request_codes": 3, "login_states": 1, "access_tokens": 1,
+		"refresh_tokens": 1, "refresh_families": 1, "sessions": 1, "upstream_tokens": 1,
+		// one entry per expiring record: 5+3+1+1+1+1+1+1
+		"expiry": 14,
+	}
+	for name, n := range want {
+		if before[name] != n {
+			t.Errorf("before the sweep: bucket %s has %d keys, want %d", name, before[name], n)
+		}
+	}
+
+	// Deleting an auth request drops its pending code and the link, and their index entries.
+	mustNil("DeleteAuthRequest", s.DeleteAuthRequest(ctx, "ar1"))
+	after := bucketSizes(t, s)
+	if after["auth_requests"] != 4 || after["codes"] != 2 || after["auth_request_codes"] != 2 || after["expiry"] != 12 {
+		t.Errorf("after DeleteAuthRequest: %v", after)
+	}
+
+	clock.Advance(30 * time.Minute)
+	res, err := s.DeleteExpired(ctx)
+	mustNil("DeleteExpired", err)
+	wantRes := storage.GCResult{AuthRequests: 3, Codes: 1, LoginStates: 1, AccessTokens: 1, RefreshTokens: 1, Sessions: 1}
+	if res != wantRes {
+		t.Errorf("DeleteExpired = %+v, want %+v", res, wantRes)
+	}
+	after = bucketSizes(t, s)
+	wantAfter := map[string]int{
+		"auth_requests": 1, "codes": 1, "auth_request_codes": 1, "login_states": 0, "access_tokens": 0,
+		"refresh_tokens": 0, "refresh_families": 0, "sessions": 0, "upstream_tokens": 0,
+		"expiry": 2, // the live auth request and its code
+	}
+	for name, n := range wantAfter {
+		if after[name] != n {
+			t.Errorf("after the sweep: bucket %s has %d keys, want %d", name, after[name], n)
+		}
+	}
+}
+
+func TestIndexKeyOrderAndParse(t *testing.T) {
+	base := storagetest.Start()
+	tests := []struct {
+		name   string
+		a, b   time.Time
+		aFirst bool
+	}{
+		{"later sorts after", base, base.Add(time.Nanosecond), true},
+		{"zero time sorts first", time.Time{}, base, true},
+		{"pre-1970 sorts first", time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC), time.Unix(0, 1), true},
+		{"far future sorts last", time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), base, false},
+	}
+	for _, tt := range tests {
+		ka, kb := indexKey(tt.a, bucketCodes, []byte("k")), indexKey(tt.b, bucketCodes, []byte("k"))
+		if got := string(ka) < string(kb); got != tt.aFirst {
+			t.Errorf("%s: key(a) < key(b) = %v", tt.name, got)
+		}
+	}
+	k := indexKey(base, bucketRefreshTokens, []byte("a\x00b"))
+	nanos, bucket, key, ok := parseIndexKey(k)
+	if !ok || nanos != uint64(base.UnixNano()) || bucket != "refresh_tokens" || string(key) != "a\x00b" {
+		t.Errorf("parseIndexKey = %d %q %q %v", nanos, bucket, key, ok)
+	}
+}
+
+func TestCanceledContext(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "wecom-oidc.db"), Options{})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.PutUser(ctx, storage.User{Subject: "u"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("PutUser with a canceled context: %v", err)
+	}
+	if _, err := s.GetUser(t.Context(), "u"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("user written despite the canceled context: %v", err)
+	}
+}
+
+// TestSweepIgnoresStaleIndexEntries plants an index entry that no longer matches its record (as
+// a crash between releases with another layout might leave) and checks the sweep drops the
+// entry but keeps the live record.
+func TestSweepIgnoresStaleIndexEntries(t *testing.T) {
+	ctx := t.Context()
+	clock := storagetest.NewClock(storagetest.Start())
+	s := openTest(t, filepath.Join(t.TempDir(), "wecom-oidc.db"), Options{Now: clock.Now})
+	t0 := clock.Now()
+	if err := s.CreateSession(ctx, storage.Session{ID: "sess", ExpiresAt: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		return bkt(tx, bucketExpiry).Put(indexKey(t0.Add(time.Minute), bucketSessions, []byte("sess")), []byte{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Minute)
+	res, err := s.DeleteExpired(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Total() != 0 {
+		t.Errorf("DeleteExpired = %+v, want nothing counted", res)
+	}
+	if _, err := s.GetSession(ctx, "sess"); err != nil {
+		t.Errorf("live session swept through a stale index entry: %v", err)
+	}
+	if n := bucketSizes(t, s)["expiry"]; n != 1 {
+		t.Errorf("expiry index has %d entries, want 1 (the stale one dropped)", n)
+	}
+}
+
+func TestRotateRefusesAnotherFamily(t *testing.T) {
+	ctx := t.Context()
+	clock := storagetest.NewClock(storagetest.Start())
+	s := openTest(t, filepath.Join(t.TempDir(), "wecom-oidc.db"), Options{Now: clock.Now})
+	exp := clock.Now().Add(time.Hour)
+	rt := storage.RefreshToken{Hash: "h0", FamilyID: "f1", ExpiresAt: exp}
+	if err := s.CreateTokens(ctx, storage.AccessToken{ID: "at0", FamilyID: "f1", ExpiresAt: exp}, &rt); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name         string
+		nextFamily   string
+		accessFamily string
+	}{
+		{"next in another family", "f2", "f1"},
+		{"access in another family", "f1", "f2"},
+	}
+	for _, tt := range tests {
+		next := storage.RefreshToken{Hash: "h1", FamilyID: tt.nextFamily, ExpiresAt: exp}
+		at := storage.AccessToken{ID: "at1", FamilyID: tt.accessFamily, ExpiresAt: exp}
+		if err := s.RotateRefreshToken(ctx, "h0", next, at); !errors.Is(err, storage.ErrConflict) {
+			t.Errorf("%s: RotateRefreshToken = %v, want ErrConflict", tt.name, err)
+		}
+	}
+	// The refused rotations left the presented token unrotated.
+	if _, err := s.GetRefreshToken(ctx, "h0"); err != nil {
+		t.Errorf("GetRefreshToken after refused rotations: %v", err)
+	}
+}

@@ -1,0 +1,299 @@
+package bolt
+
+import (
+	"context"
+	"errors"
+	"sort"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
+)
+
+// This file holds the records without subtle atomicity: clients, sessions, users, keys and the
+// upstream token cache.
+
+// --- clients ---
+
+// CreateClient fails with ErrAlreadyExists when the id is taken.
+func (s *Store) CreateClient(ctx context.Context, c storage.Client) (err error) {
+	defer wrap(&err, "create client %q", c.ID)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.ID == "" {
+		return errors.New("empty client id")
+	}
+	raw, err := encode(c)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := bkt(tx, bucketClients)
+		if b.Get([]byte(c.ID)) != nil {
+			return storage.ErrAlreadyExists
+		}
+		return b.Put([]byte(c.ID), raw)
+	})
+}
+
+// PutClient creates or replaces a client.
+func (s *Store) PutClient(ctx context.Context, c storage.Client) (err error) {
+	defer wrap(&err, "put client %q", c.ID)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.ID == "" {
+		return errors.New("empty client id")
+	}
+	raw, err := encode(c)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		return bkt(tx, bucketClients).Put([]byte(c.ID), raw)
+	})
+}
+
+// GetClient returns ErrNotFound for an unknown id.
+func (s *Store) GetClient(ctx context.Context, id string) (c storage.Client, err error) {
+	defer wrap(&err, "get client %q", id)
+	if err := ctx.Err(); err != nil {
+		return c, err
+	}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		v, ok, err := getJSON[storage.Client](bkt(tx, bucketClients), []byte(id))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return storage.ErrNotFound
+		}
+		c = v
+		return nil
+	})
+	return c, err
+}
+
+// ListClients returns every client ordered by id (bbolt's key order).
+func (s *Store) ListClients(ctx context.Context) (cs []storage.Client, err error) {
+	defer wrap(&err, "list clients")
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		cs, err = listJSON[storage.Client](bkt(tx, bucketClients))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cs, nil
+}
+
+// DeleteClient fails with ErrNotFound when there is no such client.
+func (s *Store) DeleteClient(ctx context.Context, id string) (err error) {
+	defer wrap(&err, "delete client %q", id)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := bkt(tx, bucketClients)
+		if b.Get([]byte(id)) == nil {
+			return storage.ErrNotFound
+		}
+		return b.Delete([]byte(id))
+	})
+}
+
+// --- sessions ---
+
+// CreateSession stores a new SSO session; an existing id gives ErrAlreadyExists. Batched.
+func (s *Store) CreateSession(ctx context.Context, sess storage.Session) (err error) {
+	defer wrap(&err, "create session")
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	raw, err := encode(sess)
+	if err != nil {
+		return err
+	}
+	return s.db.Batch(func(tx *bbolt.Tx) error {
+		return putNew(tx, bucketSessions, []byte(sess.ID), raw, sess.ExpiresAt, "session")
+	})
+}
+
+// GetSession returns ErrNotFound for unknown or expired sessions.
+func (s *Store) GetSession(ctx context.Context, id string) (sess storage.Session, err error) {
+	defer wrap(&err, "get session")
+	if err := ctx.Err(); err != nil {
+		return sess, err
+	}
+	now := s.now()
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		v, ok, err := getJSON[storage.Session](bkt(tx, bucketSessions), []byte(id))
+		if err != nil {
+			return err
+		}
+		if !ok || expired(v.ExpiresAt, now) {
+			return storage.ErrNotFound
+		}
+		sess = v
+		return nil
+	})
+	return sess, err
+}
+
+// DeleteSession removes the session; a missing one is not an error.
+func (s *Store) DeleteSession(ctx context.Context, id string) (err error) {
+	defer wrap(&err, "delete session")
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		return deleteExpiring(tx, bucketSessions, []byte(id))
+	})
+}
+
+// --- users ---
+
+// PutUser creates or replaces the user. Batched: every login writes its user.
+func (s *Store) PutUser(ctx context.Context, u storage.User) (err error) {
+	defer wrap(&err, "put user %q", u.Subject)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if u.Subject == "" {
+		return errors.New("empty subject")
+	}
+	raw, err := encode(u)
+	if err != nil {
+		return err
+	}
+	return s.db.Batch(func(tx *bbolt.Tx) error {
+		return bkt(tx, bucketUsers).Put([]byte(u.Subject), raw)
+	})
+}
+
+// GetUser returns ErrNotFound for an unknown subject.
+func (s *Store) GetUser(ctx context.Context, subject string) (u storage.User, err error) {
+	defer wrap(&err, "get user %q", subject)
+	if err := ctx.Err(); err != nil {
+		return u, err
+	}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		v, ok, err := getJSON[storage.User](bkt(tx, bucketUsers), []byte(subject))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return storage.ErrNotFound
+		}
+		u = v
+		return nil
+	})
+	return u, err
+}
+
+// ListUsers returns every user ordered by subject.
+func (s *Store) ListUsers(ctx context.Context) (us []storage.User, err error) {
+	defer wrap(&err, "list users")
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		us, err = listJSON[storage.User](bkt(tx, bucketUsers))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return us, nil
+}
+
+// --- signing keys ---
+
+// ListKeys returns every key ordered by CreatedAt (then id, so equal times are stable).
+func (s *Store) ListKeys(ctx context.Context) (ks []storage.KeyRecord, err error) {
+	defer wrap(&err, "list keys")
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		ks, err = listJSON[storage.KeyRecord](bkt(tx, bucketKeys))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Keys arrive in id order; a stable sort keeps that as the tie-break.
+	sort.SliceStable(ks, func(i, j int) bool { return ks[i].CreatedAt.Before(ks[j].CreatedAt) })
+	return ks, nil
+}
+
+// PutKey creates or replaces a key.
+func (s *Store) PutKey(ctx context.Context, k storage.KeyRecord) (err error) {
+	defer wrap(&err, "put key %q", k.ID)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if k.ID == "" {
+		return errors.New("empty key id")
+	}
+	raw, err := encode(k)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		return bkt(tx, bucketKeys).Put([]byte(k.ID), raw)
+	})
+}
+
+// --- upstream token cache ---
+
+// GetUpstreamToken returns ErrNotFound when nothing is cached or the token has expired.
+func (s *Store) GetUpstreamToken(ctx context.Context, key string) (t storage.UpstreamToken, err error) {
+	defer wrap(&err, "get upstream token %q", key)
+	if err := ctx.Err(); err != nil {
+		return t, err
+	}
+	now := s.now()
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		v, ok, err := getJSON[storage.UpstreamToken](bkt(tx, bucketUpstream), []byte(key))
+		if err != nil {
+			return err
+		}
+		if !ok || expired(v.ExpiresAt, now) {
+			return storage.ErrNotFound
+		}
+		t = v
+		return nil
+	})
+	return t, err
+}
+
+// PutUpstreamToken creates or replaces the cached token for t.Key.
+func (s *Store) PutUpstreamToken(ctx context.Context, t storage.UpstreamToken) (err error) {
+	defer wrap(&err, "put upstream token %q", t.Key)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	raw, err := encode(t)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		return putExpiring(tx, bucketUpstream, []byte(t.Key), raw, t.ExpiresAt)
+	})
+}
+
+// DeleteUpstreamToken forgets the cached token; a missing one is not an error.
+func (s *Store) DeleteUpstreamToken(ctx context.Context, key string) (err error) {
+	defer wrap(&err, "delete upstream token %q", key)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		return deleteExpiring(tx, bucketUpstream, []byte(key))
+	})
+}

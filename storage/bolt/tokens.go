@@ -1,0 +1,312 @@
+package bolt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
+)
+
+// This file holds access tokens, refresh tokens and refresh families.
+
+// accessRecord is the value of the access_tokens bucket: the token plus its own revocation flag
+// (revocation through the family lives in the family record). The embedded token's fields are
+// flattened, so "expires_at" sits at the top level like in every expiring record.
+type accessRecord struct {
+	storage.AccessToken
+	Revoked bool `json:"revoked,omitempty"`
+}
+
+// familyRecord is the value of the refresh_families bucket. Revoking a family is one write here;
+// every lookup of a token of the family reads it. ExpiresAt is the latest expiry of any refresh
+// or access token issued in the family, so the record outlives all of them.
+type familyRecord struct {
+	Revoked   bool      `json:"revoked,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// checkFamily returns ErrRevoked when the family is revoked or unknown. An unknown family means
+// its record was swept, which happens only after all its tokens expired: failing closed is
+// then both safe and unobservable.
+func checkFamily(tx *bbolt.Tx, familyID string) error {
+	fam, ok, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("refresh family %q unknown: %w", familyID, storage.ErrRevoked)
+	}
+	if fam.Revoked {
+		return fmt.Errorf("refresh family %q: %w", familyID, storage.ErrRevoked)
+	}
+	return nil
+}
+
+// extendFamily makes the family record live at least until exp.
+func extendFamily(tx *bbolt.Tx, familyID string, exp time.Time) error {
+	fam, ok, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
+	if err != nil || !ok || !exp.After(fam.ExpiresAt) {
+		return err
+	}
+	fam.ExpiresAt = exp
+	raw, err := encode(fam)
+	if err != nil {
+		return err
+	}
+	return putExpiring(tx, bucketFamilies, []byte(familyID), raw, fam.ExpiresAt)
+}
+
+// revokeFamily marks the family revoked; an unknown or already revoked family is left alone.
+func revokeFamily(tx *bbolt.Tx, familyID string) error {
+	fam, ok, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
+	if err != nil || !ok || fam.Revoked {
+		return err
+	}
+	fam.Revoked = true
+	raw, err := encode(fam)
+	if err != nil {
+		return err
+	}
+	return putExpiring(tx, bucketFamilies, []byte(familyID), raw, fam.ExpiresAt)
+}
+
+// CreateTokens stores access and, when refresh is not nil, refresh as the first token of a new
+// family, in one (batched) transaction. Taken ids, hashes or family ids give ErrAlreadyExists.
+// An access token naming a family other than the one created here must name a live family.
+func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, refresh *storage.RefreshToken) (err error) {
+	defer wrap(&err, "create tokens (access %q)", access.ID)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if access.ID == "" {
+		return errors.New("empty access token id")
+	}
+	rawAccess, err := encode(accessRecord{AccessToken: access})
+	if err != nil {
+		return err
+	}
+	var rawRefresh, rawFamily []byte
+	var familyExpires time.Time
+	if refresh != nil {
+		if refresh.Hash == "" || refresh.FamilyID == "" {
+			return errors.New("refresh token without hash or family id")
+		}
+		rt := *refresh
+		rt.RotatedAt = nil // a new family's first token has not been rotated
+		if rawRefresh, err = encode(rt); err != nil {
+			return err
+		}
+		fam := familyRecord{ExpiresAt: rt.ExpiresAt}
+		if access.FamilyID == rt.FamilyID && access.ExpiresAt.After(fam.ExpiresAt) {
+			fam.ExpiresAt = access.ExpiresAt
+		}
+		familyExpires = fam.ExpiresAt
+		if rawFamily, err = encode(fam); err != nil {
+			return err
+		}
+	}
+	return s.db.Batch(func(tx *bbolt.Tx) error {
+		if refresh != nil {
+			if err := putNew(tx, bucketFamilies, []byte(refresh.FamilyID), rawFamily, familyExpires, "refresh family"); err != nil {
+				return err
+			}
+			if err := putNew(tx, bucketRefreshTokens, []byte(refresh.Hash), rawRefresh, refresh.ExpiresAt, "refresh token"); err != nil {
+				return err
+			}
+		}
+		if access.FamilyID != "" && (refresh == nil || access.FamilyID != refresh.FamilyID) {
+			if err := checkFamily(tx, access.FamilyID); err != nil {
+				return err
+			}
+			if err := extendFamily(tx, access.FamilyID, access.ExpiresAt); err != nil {
+				return err
+			}
+		}
+		return putNew(tx, bucketAccessTokens, []byte(access.ID), rawAccess, access.ExpiresAt, "access token")
+	})
+}
+
+// GetAccessToken returns a live token: ErrNotFound when unknown or expired, ErrRevoked when it
+// or its family was revoked.
+func (s *Store) GetAccessToken(ctx context.Context, id string) (at storage.AccessToken, err error) {
+	defer wrap(&err, "get access token %q", id)
+	if err := ctx.Err(); err != nil {
+		return at, err
+	}
+	now := s.now()
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		rec, ok, err := getJSON[accessRecord](bkt(tx, bucketAccessTokens), []byte(id))
+		if err != nil {
+			return err
+		}
+		if !ok || expired(rec.ExpiresAt, now) {
+			return storage.ErrNotFound
+		}
+		if rec.Revoked {
+			return storage.ErrRevoked
+		}
+		if rec.FamilyID != "" {
+			if err := checkFamily(tx, rec.FamilyID); err != nil {
+				return err
+			}
+		}
+		at = rec.AccessToken
+		return nil
+	})
+	if err != nil {
+		return storage.AccessToken{}, err
+	}
+	return at, nil
+}
+
+// GetRefreshToken returns the live refresh token with this hash. The common case is a read-only
+// transaction; only a rotated token (reuse) takes a write transaction, which revokes the family
+// and commits before ErrTokenReused is returned.
+func (s *Store) GetRefreshToken(ctx context.Context, hash string) (rt storage.RefreshToken, err error) {
+	defer wrap(&err, "get refresh token")
+	if err := ctx.Err(); err != nil {
+		return rt, err
+	}
+	now := s.now()
+	var reused bool
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		got, ok, err := getJSON[storage.RefreshToken](bkt(tx, bucketRefreshTokens), []byte(hash))
+		if err != nil {
+			return err
+		}
+		if !ok || expired(got.ExpiresAt, now) {
+			return storage.ErrNotFound
+		}
+		if got.RotatedAt != nil {
+			reused = true
+			rt = got
+			return nil
+		}
+		if err := checkFamily(tx, got.FamilyID); err != nil {
+			return err
+		}
+		rt = got
+		return nil
+	})
+	if err != nil {
+		return storage.RefreshToken{}, err
+	}
+	if reused {
+		// A token, once rotated, stays rotated until it is swept, and revoking is idempotent,
+		// so the family id read above is still the one to revoke.
+		if err := s.db.Update(func(tx *bbolt.Tx) error { return revokeFamily(tx, rt.FamilyID) }); err != nil {
+			return storage.RefreshToken{}, fmt.Errorf("revoke family %q after reuse: %w", rt.FamilyID, err)
+		}
+		return storage.RefreshToken{}, fmt.Errorf("family %q: %w", rt.FamilyID, storage.ErrTokenReused)
+	}
+	return rt, nil
+}
+
+// RotateRefreshToken exchanges the presented token for next and stores access, in one write
+// transaction (a plain Update: Batch would re-run it, and its outcome depends on the order of
+// concurrent rotations). A presented token that was already rotated makes the transaction
+// revoke the family and commit; ErrTokenReused is returned after the commit, because returning
+// it from inside would roll the revocation back.
+func (s *Store) RotateRefreshToken(ctx context.Context, presentedHash string, next storage.RefreshToken, access storage.AccessToken) (err error) {
+	defer wrap(&err, "rotate refresh token")
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if next.Hash == "" || access.ID == "" {
+		return errors.New("next refresh token without hash, or access token without id")
+	}
+	next.RotatedAt = nil
+	rawNext, err := encode(next)
+	if err != nil {
+		return err
+	}
+	rawAccess, err := encode(accessRecord{AccessToken: access})
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	var reusedFamily string
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		reusedFamily = ""
+		cur, ok, err := getJSON[storage.RefreshToken](bkt(tx, bucketRefreshTokens), []byte(presentedHash))
+		if err != nil {
+			return err
+		}
+		if !ok || expired(cur.ExpiresAt, now) {
+			return storage.ErrNotFound
+		}
+		if cur.RotatedAt != nil {
+			reusedFamily = cur.FamilyID
+			return revokeFamily(tx, cur.FamilyID)
+		}
+		if err := checkFamily(tx, cur.FamilyID); err != nil {
+			return err
+		}
+		if next.FamilyID != cur.FamilyID {
+			return fmt.Errorf("next token's family %q is not the presented token's %q: %w", next.FamilyID, cur.FamilyID, storage.ErrConflict)
+		}
+		if access.FamilyID != "" && access.FamilyID != cur.FamilyID {
+			return fmt.Errorf("access token's family %q is not the presented token's %q: %w", access.FamilyID, cur.FamilyID, storage.ErrConflict)
+		}
+		rotatedAt := now
+		cur.RotatedAt = &rotatedAt
+		rawCur, err := encode(cur)
+		if err != nil {
+			return err
+		}
+		if err := putExpiring(tx, bucketRefreshTokens, []byte(presentedHash), rawCur, cur.ExpiresAt); err != nil {
+			return err
+		}
+		if err := putNew(tx, bucketRefreshTokens, []byte(next.Hash), rawNext, next.ExpiresAt, "refresh token"); err != nil {
+			return err
+		}
+		if err := putNew(tx, bucketAccessTokens, []byte(access.ID), rawAccess, access.ExpiresAt, "access token"); err != nil {
+			return err
+		}
+		famExp := next.ExpiresAt
+		if access.FamilyID != "" && access.ExpiresAt.After(famExp) {
+			famExp = access.ExpiresAt
+		}
+		return extendFamily(tx, cur.FamilyID, famExp)
+	})
+	if err != nil {
+		return err
+	}
+	if reusedFamily != "" {
+		return fmt.Errorf("family %q: %w", reusedFamily, storage.ErrTokenReused)
+	}
+	return nil
+}
+
+// RevokeAccessToken marks the access token revoked; unknown ids are not an error.
+func (s *Store) RevokeAccessToken(ctx context.Context, id string) (err error) {
+	defer wrap(&err, "revoke access token %q", id)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		rec, ok, err := getJSON[accessRecord](bkt(tx, bucketAccessTokens), []byte(id))
+		if err != nil || !ok || rec.Revoked {
+			return err
+		}
+		rec.Revoked = true
+		raw, err := encode(rec)
+		if err != nil {
+			return err
+		}
+		return putExpiring(tx, bucketAccessTokens, []byte(id), raw, rec.ExpiresAt)
+	})
+}
+
+// RevokeRefreshFamily revokes the family with one write; unknown families are not an error.
+func (s *Store) RevokeRefreshFamily(ctx context.Context, familyID string) (err error) {
+	defer wrap(&err, "revoke refresh family %q", familyID)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error { return revokeFamily(tx, familyID) })
+}

@@ -1,0 +1,376 @@
+package storagetest
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
+)
+
+// This file covers HashSecret and the records without subtle atomicity: clients, sessions,
+// users, signing keys, the upstream token cache, and the store's lifecycle.
+
+func hashCases() []testCase {
+	return []testCase{
+		{"HashSecret", func(t *testing.T, _ *env) {
+			tests := []struct {
+				name, in, want string
+			}{
+				// base64url(SHA-256(value)), no padding.
+				{"empty", "", "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"},
+				{"abc", "abc", "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"},
+			}
+			for _, tt := range tests {
+				if got := storage.HashSecret(tt.in); got != tt.want {
+					t.Errorf("%s: HashSecret(%q) = %q, want %q", tt.name, tt.in, got, tt.want)
+				}
+				if storage.HashSecret(tt.in) != storage.HashSecret(tt.in) {
+					t.Errorf("%s: HashSecret is not deterministic", tt.name)
+				}
+			}
+			seen := map[string]string{}
+			for _, in := range []string{"a", "b", "A", "a ", "code-1", "code-2", strings.Repeat("x", 1000)} {
+				h := storage.HashSecret(in)
+				if prev, dup := seen[h]; dup {
+					t.Errorf("HashSecret(%q) == HashSecret(%q)", in, prev)
+				}
+				seen[h] = in
+				if len(h) != 43 || strings.ContainsAny(h, "+/=") {
+					t.Errorf("HashSecret(%q) = %q: not unpadded base64url of 32 bytes", in, h)
+				}
+			}
+		}},
+	}
+}
+
+func clientCases() []testCase {
+	return []testCase{
+		{"Client/CreateGet", func(t *testing.T, e *env) {
+			c := e.client("grafana")
+			noErr(t, e.s.CreateClient(e.ctx, c), "CreateClient")
+			got, err := e.s.GetClient(e.ctx, "grafana")
+			noErr(t, err, "GetClient")
+			equal(t, got, c, "GetClient")
+
+			pub := e.client("cli-public")
+			pub.SecretHash, pub.Public, pub.IDTokenClaims, pub.Source = "", true, false, storage.SourceConfig
+			pub.PostLogoutRedirectURIs = nil
+			noErr(t, e.s.CreateClient(e.ctx, pub), "CreateClient(public)")
+			got, err = e.s.GetClient(e.ctx, "cli-public")
+			noErr(t, err, "GetClient(public)")
+			equal(t, got, pub, "GetClient(public)")
+		}},
+		{"Client/CreateDuplicate", func(t *testing.T, e *env) {
+			c := e.client("dup")
+			noErr(t, e.s.CreateClient(e.ctx, c), "CreateClient")
+			other := e.client("dup")
+			other.Name = "Impostor"
+			isErr(t, e.s.CreateClient(e.ctx, other), storage.ErrAlreadyExists, "second CreateClient")
+			got, err := e.s.GetClient(e.ctx, "dup")
+			noErr(t, err, "GetClient")
+			equal(t, got, c, "client after a refused create")
+		}},
+		{"Client/GetMissing", func(t *testing.T, e *env) {
+			_, err := e.s.GetClient(e.ctx, "nope")
+			isErr(t, err, storage.ErrNotFound, "GetClient(unknown)")
+		}},
+		{"Client/ListOrderedByID", func(t *testing.T, e *env) {
+			list, err := e.s.ListClients(e.ctx)
+			noErr(t, err, "ListClients(empty)")
+			if len(list) != 0 {
+				t.Fatalf("ListClients on an empty store = %v", list)
+			}
+			for _, id := range []string{"zeta", "alpha", "mid", "Alpha", "alpha-2"} {
+				noErr(t, e.s.CreateClient(e.ctx, e.client(id)), "CreateClient("+id+")")
+			}
+			list, err = e.s.ListClients(e.ctx)
+			noErr(t, err, "ListClients")
+			var ids []string
+			for _, c := range list {
+				ids = append(ids, c.ID)
+			}
+			equal(t, ids, []string{"Alpha", "alpha", "alpha-2", "mid", "zeta"}, "ListClients order")
+			equal(t, list[1], e.client("alpha"), "listed client")
+		}},
+		{"Client/PutCreatesAndReplaces", func(t *testing.T, e *env) {
+			c := e.client("cfg")
+			c.Source = storage.SourceConfig
+			noErr(t, e.s.PutClient(e.ctx, c), "PutClient(new)")
+			got, err := e.s.GetClient(e.ctx, "cfg")
+			noErr(t, err, "GetClient")
+			equal(t, got, c, "client after PutClient(new)")
+
+			c.RedirectURIs = []string{"https://new.example/cb"}
+			c.Name = "Renamed"
+			c.Public, c.SecretHash = true, ""
+			c.UpdatedAt = c.UpdatedAt.Add(time.Hour)
+			noErr(t, e.s.PutClient(e.ctx, c), "PutClient(replace)")
+			got, err = e.s.GetClient(e.ctx, "cfg")
+			noErr(t, err, "GetClient")
+			equal(t, got, c, "client after PutClient(replace)")
+			list, err := e.s.ListClients(e.ctx)
+			noErr(t, err, "ListClients")
+			equal(t, list, []storage.Client{c}, "ListClients after replace")
+		}},
+		{"Client/Delete", func(t *testing.T, e *env) {
+			noErr(t, e.s.CreateClient(e.ctx, e.client("a")), "CreateClient(a)")
+			noErr(t, e.s.CreateClient(e.ctx, e.client("b")), "CreateClient(b)")
+			noErr(t, e.s.DeleteClient(e.ctx, "a"), "DeleteClient")
+			_, err := e.s.GetClient(e.ctx, "a")
+			isErr(t, err, storage.ErrNotFound, "GetClient after delete")
+			isErr(t, e.s.DeleteClient(e.ctx, "a"), storage.ErrNotFound, "second DeleteClient")
+			isErr(t, e.s.DeleteClient(e.ctx, "never"), storage.ErrNotFound, "DeleteClient(unknown)")
+			_, err = e.s.GetClient(e.ctx, "b")
+			noErr(t, err, "GetClient(b) after deleting a")
+			// The id is free again.
+			noErr(t, e.s.CreateClient(e.ctx, e.client("a")), "CreateClient(a) after delete")
+		}},
+	}
+}
+
+func sessionCases() []testCase {
+	return []testCase{
+		{"Session/CreateGetDelete", func(t *testing.T, e *env) {
+			s := e.session("1", 8*time.Hour)
+			noErr(t, e.s.CreateSession(e.ctx, s), "CreateSession")
+			got, err := e.s.GetSession(e.ctx, s.ID)
+			noErr(t, err, "GetSession")
+			equal(t, got, s, "GetSession")
+			other := e.session("2", 8*time.Hour)
+			noErr(t, e.s.CreateSession(e.ctx, other), "CreateSession(other)")
+
+			noErr(t, e.s.DeleteSession(e.ctx, s.ID), "DeleteSession")
+			_, err = e.s.GetSession(e.ctx, s.ID)
+			isErr(t, err, storage.ErrNotFound, "GetSession after delete")
+			noErr(t, e.s.DeleteSession(e.ctx, s.ID), "second DeleteSession")
+			noErr(t, e.s.DeleteSession(e.ctx, "unknown"), "DeleteSession(unknown)")
+			_, err = e.s.GetSession(e.ctx, other.ID)
+			noErr(t, err, "GetSession(other) after deleting the first")
+		}},
+		{"Session/Missing", func(t *testing.T, e *env) {
+			_, err := e.s.GetSession(e.ctx, storage.HashSecret("nope"))
+			isErr(t, err, storage.ErrNotFound, "GetSession(unknown)")
+		}},
+		{"Session/Expiry", func(t *testing.T, e *env) {
+			s := e.session("1", time.Hour)
+			noErr(t, e.s.CreateSession(e.ctx, s), "CreateSession")
+			e.clock.Set(s.ExpiresAt.Add(-time.Nanosecond))
+			_, err := e.s.GetSession(e.ctx, s.ID)
+			noErr(t, err, "GetSession 1ns before expiry")
+			e.clock.Set(s.ExpiresAt)
+			_, err = e.s.GetSession(e.ctx, s.ID)
+			isErr(t, err, storage.ErrNotFound, "GetSession at ExpiresAt")
+		}},
+	}
+}
+
+func userCases() []testCase {
+	return []testCase{
+		{"User/PutGetList", func(t *testing.T, e *env) {
+			list, err := e.s.ListUsers(e.ctx)
+			noErr(t, err, "ListUsers(empty)")
+			if len(list) != 0 {
+				t.Fatalf("ListUsers on an empty store = %v", list)
+			}
+			var want []storage.User
+			for _, sub := range []string{"c", "a", "b"} {
+				u := e.user(sub)
+				noErr(t, e.s.PutUser(e.ctx, u), "PutUser("+sub+")")
+				got, err := e.s.GetUser(e.ctx, sub)
+				noErr(t, err, "GetUser("+sub+")")
+				equal(t, got, u, "GetUser("+sub+")")
+			}
+			for _, sub := range []string{"a", "b", "c"} {
+				want = append(want, e.user(sub))
+			}
+			list, err = e.s.ListUsers(e.ctx)
+			noErr(t, err, "ListUsers")
+			equal(t, list, want, "ListUsers ordered by subject")
+		}},
+		{"User/Replace", func(t *testing.T, e *env) {
+			u := e.user("s")
+			noErr(t, e.s.PutUser(e.ctx, u), "PutUser")
+			u.Name, u.Disabled, u.Departments, u.Extra = "Renamed", true, nil, nil
+			u.LastLogin = u.LastLogin.Add(time.Hour)
+			noErr(t, e.s.PutUser(e.ctx, u), "PutUser(replace)")
+			got, err := e.s.GetUser(e.ctx, "s")
+			noErr(t, err, "GetUser")
+			equal(t, got, u, "user after replace")
+			list, err := e.s.ListUsers(e.ctx)
+			noErr(t, err, "ListUsers")
+			equal(t, list, []storage.User{u}, "ListUsers after replace")
+		}},
+		{"User/Missing", func(t *testing.T, e *env) {
+			_, err := e.s.GetUser(e.ctx, "nobody")
+			isErr(t, err, storage.ErrNotFound, "GetUser(unknown)")
+		}},
+	}
+}
+
+func keyCases() []testCase {
+	return []testCase{
+		{"Key/PutListOrderedByCreatedAt", func(t *testing.T, e *env) {
+			list, err := e.s.ListKeys(e.ctx)
+			noErr(t, err, "ListKeys(empty)")
+			if len(list) != 0 {
+				t.Fatalf("ListKeys on an empty store = %v", list)
+			}
+			// Id order (a, b, c) is the reverse of creation order.
+			t0 := e.clock.Now()
+			keys := []storage.KeyRecord{e.key("b", t0.Add(time.Hour)), e.key("a", t0.Add(2*time.Hour)), e.key("c", t0)}
+			for _, k := range keys {
+				noErr(t, e.s.PutKey(e.ctx, k), "PutKey("+k.ID+")")
+			}
+			list, err = e.s.ListKeys(e.ctx)
+			noErr(t, err, "ListKeys")
+			equal(t, list, []storage.KeyRecord{keys[2], keys[0], keys[1]}, "ListKeys ordered by CreatedAt")
+		}},
+		{"Key/Replace", func(t *testing.T, e *env) {
+			k := e.key("k1", e.clock.Now())
+			noErr(t, e.s.PutKey(e.ctx, k), "PutKey")
+			k.NotAfter = e.clock.Now().Add(24 * time.Hour)
+			noErr(t, e.s.PutKey(e.ctx, k), "PutKey(retire)")
+			list, err := e.s.ListKeys(e.ctx)
+			noErr(t, err, "ListKeys")
+			equal(t, list, []storage.KeyRecord{k}, "ListKeys after replace")
+		}},
+	}
+}
+
+func upstreamCases() []testCase {
+	const key = "ww0123456789/1000002"
+	return []testCase{
+		{"Upstream/PutGetDelete", func(t *testing.T, e *env) {
+			_, err := e.s.GetUpstreamToken(e.ctx, key)
+			isErr(t, err, storage.ErrNotFound, "GetUpstreamToken(empty)")
+			tok := e.upstream(key, "wecom-token-1", 2*time.Hour)
+			noErr(t, e.s.PutUpstreamToken(e.ctx, tok), "PutUpstreamToken")
+			other := e.upstream("ww0123456789/1000003", "wecom-token-other", 2*time.Hour)
+			noErr(t, e.s.PutUpstreamToken(e.ctx, other), "PutUpstreamToken(other)")
+			got, err := e.s.GetUpstreamToken(e.ctx, key)
+			noErr(t, err, "GetUpstreamToken")
+			equal(t, got, tok, "GetUpstreamToken")
+
+			noErr(t, e.s.DeleteUpstreamToken(e.ctx, key), "DeleteUpstreamToken")
+			_, err = e.s.GetUpstreamToken(e.ctx, key)
+			isErr(t, err, storage.ErrNotFound, "GetUpstreamToken after delete")
+			noErr(t, e.s.DeleteUpstreamToken(e.ctx, key), "second DeleteUpstreamToken")
+			got, err = e.s.GetUpstreamToken(e.ctx, other.Key)
+			noErr(t, err, "GetUpstreamToken(other)")
+			equal(t, got, other, "other app's token after delete")
+		}},
+		{"Upstream/Expiry", func(t *testing.T, e *env) {
+			tok := e.upstream(key, "wecom-token-1", 2*time.Hour)
+			noErr(t, e.s.PutUpstreamToken(e.ctx, tok), "PutUpstreamToken")
+			e.clock.Set(tok.ExpiresAt.Add(-time.Nanosecond))
+			_, err := e.s.GetUpstreamToken(e.ctx, key)
+			noErr(t, err, "GetUpstreamToken 1ns before expiry")
+			e.clock.Set(tok.ExpiresAt)
+			_, err = e.s.GetUpstreamToken(e.ctx, key)
+			isErr(t, err, storage.ErrNotFound, "GetUpstreamToken at ExpiresAt")
+		}},
+		{"Upstream/ReplaceMovesExpiry", func(t *testing.T, e *env) {
+			noErr(t, e.s.PutUpstreamToken(e.ctx, e.upstream(key, "old", time.Hour)), "PutUpstreamToken(old)")
+			e.clock.Advance(59 * time.Minute)
+			fresh := e.upstream(key, "new", 2*time.Hour)
+			noErr(t, e.s.PutUpstreamToken(e.ctx, fresh), "PutUpstreamToken(new)")
+			e.clock.Advance(30 * time.Minute) // past the old token's expiry
+			_, err := e.s.DeleteExpired(e.ctx)
+			noErr(t, err, "DeleteExpired")
+			got, err := e.s.GetUpstreamToken(e.ctx, key)
+			noErr(t, err, "GetUpstreamToken after the old expiry and a sweep")
+			equal(t, got, fresh, "replaced upstream token")
+		}},
+	}
+}
+
+func lifecycleCases() []testCase {
+	return []testCase{
+		{"Lifecycle/Health", func(t *testing.T, e *env) {
+			noErr(t, e.s.Health(e.ctx), "Health")
+		}},
+		{"Lifecycle/NoAliasing", func(t *testing.T, e *env) {
+			// Inputs: mutating what was passed in must not change what is stored.
+			c := e.client("c")
+			noErr(t, e.s.CreateClient(e.ctx, c), "CreateClient")
+			c.RedirectURIs[0] = "https://evil.example/cb"
+			got, err := e.s.GetClient(e.ctx, "c")
+			noErr(t, err, "GetClient")
+			if got.RedirectURIs[0] != "https://c.example/cb" {
+				t.Fatalf("stored client aliases the caller's slice: %v", got.RedirectURIs)
+			}
+			// Outputs: mutating what was returned must not change what a later call sees.
+			got.RedirectURIs[0] = "https://evil.example/cb"
+			list, err := e.s.ListClients(e.ctx)
+			noErr(t, err, "ListClients")
+			list[0].RedirectURIs[1] = "https://evil.example/cb2"
+			again, err := e.s.GetClient(e.ctx, "c")
+			noErr(t, err, "GetClient")
+			equal(t, again, e.client("c"), "client after mutating returned copies")
+
+			ar := e.authRequest("ar", 10*time.Minute)
+			e.createAuthRequest(t, ar)
+			gotAR, err := e.s.GetAuthRequest(e.ctx, "ar")
+			noErr(t, err, "GetAuthRequest")
+			gotAR.Scopes[0], *gotAR.MaxAge = "evil", 1
+			gotAR, err = e.s.GetAuthRequest(e.ctx, "ar")
+			noErr(t, err, "GetAuthRequest")
+			equal(t, gotAR, ar, "auth request after mutating a returned copy")
+
+			u := e.user("u")
+			noErr(t, e.s.PutUser(e.ctx, u), "PutUser")
+			u.Departments[0].Name, u.Extra["employee_no"] = "evil", "evil"
+			users, err := e.s.ListUsers(e.ctx)
+			noErr(t, err, "ListUsers")
+			users[0].Groups[0] = "evil"
+			gotU, err := e.s.GetUser(e.ctx, "u")
+			noErr(t, err, "GetUser")
+			equal(t, gotU, e.user("u"), "user after mutating input and returned copies")
+
+			k := e.key("k", e.clock.Now())
+			noErr(t, e.s.PutKey(e.ctx, k), "PutKey")
+			k.Private[0] = 'X'
+			keys, err := e.s.ListKeys(e.ctx)
+			noErr(t, err, "ListKeys")
+			keys[0].Private[1] = 'Y'
+			keys, err = e.s.ListKeys(e.ctx)
+			noErr(t, err, "ListKeys")
+			equal(t, keys, []storage.KeyRecord{e.key("k", e.clock.Now())}, "keys after mutating input and returned copies")
+		}},
+		{"Lifecycle/CloseThenCallsFail", func(t *testing.T, e *env) {
+			noErr(t, e.s.CreateClient(e.ctx, e.client("c")), "CreateClient")
+			noErr(t, e.s.Close(), "Close")
+			calls := []struct {
+				name string
+				call func() error
+			}{
+				{"Health", func() error { return e.s.Health(e.ctx) }},
+				{"GetClient", func() error { _, err := e.s.GetClient(e.ctx, "c"); return err }},
+				{"CreateClient", func() error { return e.s.CreateClient(e.ctx, e.client("d")) }},
+				{"CreateAuthRequest", func() error { return e.s.CreateAuthRequest(e.ctx, e.authRequest("ar", time.Minute)) }},
+				{"PutUser", func() error { return e.s.PutUser(e.ctx, e.user("u")) }},
+				{"DeleteExpired", func() error { _, err := e.s.DeleteExpired(e.ctx); return err }},
+			}
+			for _, c := range calls {
+				err := c.call()
+				if err == nil {
+					t.Errorf("%s after Close succeeded", c.name)
+				} else if errors.Is(err, storage.ErrNotFound) {
+					t.Errorf("%s after Close: %v; a closed store is not an empty one", c.name, err)
+				}
+			}
+		}},
+	}
+}
+
+// ids returns n ids "<prefix>-00".."<prefix>-(n-1)".
+func ids(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%02d", prefix, i)
+	}
+	return out
+}
