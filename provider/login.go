@@ -1,0 +1,374 @@
+package provider
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/upstream"
+)
+
+// Cookies. Both are HttpOnly and SameSite=Lax: WeCom's callback is a top-level cross-site GET,
+// which Lax cookies accompany, while cross-site subrequests and POSTs carry neither.
+const (
+	// browserCookie holds a random per-browser value; auth requests and WeCom states are bound to
+	// its hash, so a login step replayed from another browser fails.
+	browserCookie = "wecom_oidc_browser"
+	// sessionCookie holds the SSO session's secret; the store knows only its hash.
+	sessionCookie = "wecom_oidc_session"
+	// browserCookieTTL outlives any single login.
+	browserCookieTTL = 30 * 24 * time.Hour
+)
+
+// wecomStateLen: WeCom accepts [A-Za-z0-9]{0,128} as state; 32 characters carry 190 bits.
+const wecomStateLen = 32
+
+type sessionCtxKey struct{}
+
+// login is where the OP library sends the browser after /authorize (LoginURL). It binds the auth
+// request to this browser, completes it at once from a valid SSO session, and otherwise sends the
+// person to WeCom with a fresh single-use state.
+func (p *Provider) login(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := r.URL.Query().Get("authRequestID")
+	ar, err := p.store.GetAuthRequest(ctx, id)
+	if err != nil {
+		p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "login: unknown or expired auth request", err)
+		return
+	}
+	lang := pickLang(ar.UILocales, r.Header.Get("Accept-Language"))
+	browser := p.browserID(w, r)
+	ar, err = p.store.UpdateAuthRequest(ctx, ar.ID, func(a *storage.AuthRequest) error {
+		switch a.BrowserHash {
+		case "":
+			a.BrowserHash = storage.HashSecret(browser)
+		case storage.HashSecret(browser):
+		default:
+			return storage.ErrConflict
+		}
+		return nil
+	})
+	if err != nil {
+		p.failPageLang(w, r, lang, http.StatusBadRequest, msgOtherBrowser, "login: auth request bound to another browser", err)
+		return
+	}
+	if ar.Done {
+		http.Redirect(w, r, op.AuthCallbackURL(p.op)(ctx, ar.ID), http.StatusFound)
+		return
+	}
+
+	if sess, ok := p.usableSession(ctx, r, ar); ok {
+		if err := p.complete(ctx, ar.ID, sess.Subject, sess.AuthTime, sess.AMR, sess.ID); err != nil {
+			p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "login: complete from session", err)
+			return
+		}
+		http.Redirect(w, r, op.AuthCallbackURL(p.op)(ctx, ar.ID), http.StatusFound)
+		return
+	}
+	if slices.Contains(ar.Prompt, oidc.PromptNone) {
+		p.rejectToApp(w, r, ar, oidc.ErrLoginRequired().WithDescription("no valid session"))
+		return
+	}
+
+	state := randomAlnum(wecomStateLen)
+	err = p.store.CreateLoginState(ctx, storage.LoginState{
+		State:         state,
+		AuthRequestID: ar.ID,
+		BrowserHash:   ar.BrowserHash,
+		ExpiresAt:     p.now().Add(loginStateTTL),
+	})
+	if err != nil {
+		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "login: store WeCom state", err)
+		return
+	}
+	target, err := p.cfg.Upstream.LoginURL(state, upstream.LoginHints{UserAgent: r.UserAgent(), Lang: lang})
+	if err != nil {
+		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "login: upstream login URL", err)
+		return
+	}
+	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// usableSession returns the browser's SSO session if it may complete ar without a WeCom round
+// trip: not when prompt=login, not when older than max_age, not for someone other than the
+// id_token_hint names, not for a disabled user.
+func (p *Provider) usableSession(ctx context.Context, r *http.Request, ar storage.AuthRequest) (storage.Session, bool) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil || c.Value == "" {
+		return storage.Session{}, false
+	}
+	sess, err := p.store.GetSession(ctx, storage.HashSecret(c.Value))
+	if err != nil {
+		return storage.Session{}, false
+	}
+	if slices.Contains(ar.Prompt, oidc.PromptLogin) {
+		return storage.Session{}, false
+	}
+	if ar.MaxAge != nil && p.now().Sub(sess.AuthTime) > time.Duration(*ar.MaxAge)*time.Second {
+		return storage.Session{}, false
+	}
+	if ar.HintSubject != "" && ar.HintSubject != sess.Subject {
+		return storage.Session{}, false
+	}
+	u, err := p.store.GetUser(ctx, sess.Subject)
+	if err != nil || u.Disabled {
+		return storage.Session{}, false
+	}
+	return sess, true
+}
+
+// wecomCallback is where WeCom sends the browser back. The state is consumed first (single use),
+// then checked against this browser; only then is WeCom's code exchanged.
+func (p *Provider) wecomCallback(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	state := r.URL.Query().Get("state")
+	if !validWeComState(state) {
+		p.failPage(w, r, http.StatusBadRequest, msgBadCallback, "callback: missing or malformed state", nil)
+		return
+	}
+	ls, err := p.store.ConsumeLoginState(ctx, state)
+	if err != nil {
+		p.failPage(w, r, http.StatusBadRequest, msgStateUsed, "callback: unknown, expired or reused state", err)
+		return
+	}
+	if !p.sameBrowser(r, ls.BrowserHash) {
+		p.failPage(w, r, http.StatusBadRequest, msgOtherBrowser, "callback: state belongs to another browser", nil)
+		return
+	}
+	ar, err := p.store.GetAuthRequest(ctx, ls.AuthRequestID)
+	if err != nil {
+		p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "callback: auth request gone", err)
+		return
+	}
+
+	id, err := p.cfg.Upstream.HandleCallback(ctx, r)
+	if err != nil {
+		var denied *upstream.DeniedError
+		if errors.As(err, &denied) {
+			p.log.InfoContext(ctx, "login denied", "client_id", ar.ClientID, "reason", denied.Reason)
+			p.rejectToApp(w, r, ar, oidc.ErrAccessDenied().WithDescription("%s", denied.Reason))
+			return
+		}
+		p.log.ErrorContext(ctx, "login failed: WeCom", "client_id", ar.ClientID, "error", err)
+		p.rejectToApp(w, r, ar, oidc.ErrServerError().WithDescription("WeCom could not be reached or answered with an error; try again later"))
+		return
+	}
+
+	now := p.now()
+	user, err := p.signInUser(ctx, id, now)
+	if err != nil {
+		if errors.Is(err, errUserDisabled) {
+			p.rejectToApp(w, r, ar, oidc.ErrAccessDenied().WithDescription("this account is disabled"))
+			return
+		}
+		p.log.ErrorContext(ctx, "login failed: user record", "client_id", ar.ClientID, "error", err)
+		p.rejectToApp(w, r, ar, oidc.ErrServerError().WithDescription("could not record the sign-in"))
+		return
+	}
+	amr := []string{id.Method}
+	sessionID, err := p.startSession(ctx, w, r, user.Subject, now, amr)
+	if err != nil {
+		p.failPage(w, r, http.StatusInternalServerError, msgInternal, "callback: start session", err)
+		return
+	}
+	if err := p.complete(ctx, ar.ID, user.Subject, now, amr, sessionID); err != nil {
+		p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "callback: complete auth request", err)
+		return
+	}
+	p.log.InfoContext(ctx, "login", "client_id", ar.ClientID, "sub", user.Subject, "method", id.Method)
+	http.Redirect(w, r, op.AuthCallbackURL(p.op)(ctx, ar.ID), http.StatusFound)
+}
+
+var errUserDisabled = errors.New("provider: user disabled by an operator")
+
+// signInUser records the person's fresh profile, keeping what an operator set.
+func (p *Provider) signInUser(ctx context.Context, id upstream.Identity, now time.Time) (storage.User, error) {
+	probe, err := p.claims.user(id, storage.User{}, now)
+	if err != nil {
+		return storage.User{}, err
+	}
+	prev, err := p.store.GetUser(ctx, probe.Subject)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return storage.User{}, err
+	}
+	if prev.Disabled {
+		return storage.User{}, errUserDisabled
+	}
+	u, err := p.claims.user(id, prev, now)
+	if err != nil {
+		return storage.User{}, err
+	}
+	return u, p.store.PutUser(ctx, u)
+}
+
+// startSession creates an SSO session and its cookie, ending the browser's previous one.
+func (p *Provider) startSession(ctx context.Context, w http.ResponseWriter, r *http.Request, subject string, now time.Time, amr []string) (string, error) {
+	if old, err := r.Cookie(sessionCookie); err == nil && old.Value != "" {
+		if err := p.store.DeleteSession(ctx, storage.HashSecret(old.Value)); err != nil {
+			p.log.WarnContext(ctx, "could not end the previous session", "error", err)
+		}
+	}
+	secret := newSecret()
+	sess := storage.Session{
+		ID:        storage.HashSecret(secret),
+		Subject:   subject,
+		AuthTime:  now,
+		AMR:       amr,
+		CreatedAt: now,
+		ExpiresAt: now.Add(p.cfg.SessionTTL),
+	}
+	if err := p.store.CreateSession(ctx, sess); err != nil {
+		return "", err
+	}
+	http.SetCookie(w, p.cookie(sessionCookie, secret, p.cfg.SessionTTL))
+	return sess.ID, nil
+}
+
+// complete marks the auth request authenticated. It extends the request's life so the code that
+// follows has time to be redeemed even when the person took long at WeCom.
+func (p *Provider) complete(ctx context.Context, id, subject string, authTime time.Time, amr []string, sessionID string) error {
+	_, err := p.store.UpdateAuthRequest(ctx, id, func(a *storage.AuthRequest) error {
+		if a.Done {
+			return storage.ErrConflict
+		}
+		a.Done, a.Subject, a.AuthTime, a.AMR, a.SessionID = true, subject, authTime, amr, sessionID
+		if exp := p.now().Add(codeTTL + time.Minute); exp.After(a.ExpiresAt) {
+			a.ExpiresAt = exp
+		}
+		return nil
+	})
+	return err
+}
+
+// rejectToApp ends the login with an OAuth error at the application's (validated) redirect URI,
+// carrying its state, and forgets the auth request.
+func (p *Provider) rejectToApp(w http.ResponseWriter, r *http.Request, ar storage.AuthRequest, e *oidc.Error) {
+	op.AuthRequestError(w, r, &authRequest{ar}, e, p.op)
+	if err := p.store.DeleteAuthRequest(r.Context(), ar.ID); err != nil {
+		p.log.WarnContext(r.Context(), "could not delete a rejected auth request", "error", err)
+	}
+}
+
+// browserID returns the browser's binding value, setting the cookie when the browser has none.
+func (p *Provider) browserID(w http.ResponseWriter, r *http.Request) string {
+	if c, err := r.Cookie(browserCookie); err == nil && len(c.Value) >= 32 {
+		return c.Value
+	}
+	v := newSecret()
+	http.SetCookie(w, p.cookie(browserCookie, v, browserCookieTTL))
+	return v
+}
+
+func (p *Provider) sameBrowser(r *http.Request, hash string) bool {
+	c, err := r.Cookie(browserCookie)
+	return err == nil && hash != "" && storage.HashSecret(c.Value) == hash
+}
+
+func (p *Provider) cookie(name, value string, ttl time.Duration) *http.Cookie {
+	return &http.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     "/",
+		MaxAge:   int(ttl / time.Second),
+		HttpOnly: true,
+		Secure:   p.secure,
+		SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// bindAuthorizeCallback runs inside the OP library's router. On /authorize/callback it refuses a
+// completed auth request presented by a browser other than the one that logged in (the library
+// itself would hand the code to anyone holding the id). For end_session it hands the browser's
+// SSO session to TerminateSession through the context and expires the cookie.
+func (p *Provider) bindAuthorizeCallback(next http.Handler) http.Handler {
+	// The paths are read per request: the interceptor is built inside op.NewProvider, before
+	// p.op is set.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		callbackPath := strings.TrimSuffix(p.op.AuthorizationEndpoint().Relative(), "/") + "/callback"
+		endSessionPath := p.op.EndSessionEndpoint().Relative()
+		switch {
+		case strings.HasSuffix(r.URL.Path, callbackPath):
+			ar, err := p.store.GetAuthRequest(r.Context(), r.URL.Query().Get("id"))
+			if err != nil {
+				p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "authorize callback: unknown auth request", err)
+				return
+			}
+			if !p.sameBrowser(r, ar.BrowserHash) {
+				p.failPage(w, r, http.StatusBadRequest, msgOtherBrowser, "authorize callback: another browser", nil)
+				return
+			}
+		case strings.HasSuffix(r.URL.Path, endSessionPath):
+			if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
+				r = r.WithContext(context.WithValue(r.Context(), sessionCtxKey{}, storage.HashSecret(c.Value)))
+				http.SetCookie(w, p.cookie(sessionCookie, "", -time.Second))
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// failPage shows the person an error page when there is no validated application to return to.
+// The log line carries the cause; the page carries only our own text.
+func (p *Provider) failPage(w http.ResponseWriter, r *http.Request, status int, msg message, logMsg string, err error) {
+	p.failPageLang(w, r, pickLang(nil, r.Header.Get("Accept-Language")), status, msg, logMsg, err)
+}
+
+func (p *Provider) failPageLang(w http.ResponseWriter, r *http.Request, lang string, status int, msg message, logMsg string, err error) {
+	level := slog.LevelWarn
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	attrs := []any{"status", status}
+	if err != nil {
+		attrs = append(attrs, "error", err)
+	}
+	p.log.Log(r.Context(), level, logMsg, attrs...)
+	p.renderPage(w, lang, status, msg)
+}
+
+func (p *Provider) renderMessage(w http.ResponseWriter, r *http.Request, status int, msg message) {
+	p.renderPage(w, pickLang(nil, r.Header.Get("Accept-Language")), status, msg)
+}
+
+// validWeComState reports whether s could be a state we minted.
+func validWeComState(s string) bool {
+	if len(s) != wecomStateLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+// randomAlnum returns n characters drawn uniformly from [A-Za-z0-9] (rejection sampling).
+func randomAlnum(n int) string {
+	out := make([]byte, 0, n)
+	buf := make([]byte, n*2)
+	for len(out) < n {
+		rand.Read(buf) // never fails: crypto/rand crashes the program instead
+		for _, b := range buf {
+			if b < 248 { // 248 = 4 × 62: keeps the distribution uniform
+				out = append(out, alnum[b%62])
+				if len(out) == n {
+					break
+				}
+			}
+		}
+	}
+	return string(out)
+}

@@ -1,0 +1,221 @@
+// Package provider is the OpenID Provider: it mounts zitadel's *op.Provider on a chi router, adapts
+// storage.Store to the library's op.Storage, and adds what the library leaves to us — the login
+// page that hands the person to WeCom, the WeCom callback, the SSO session cookie, the binding of
+// every login step to the browser that started it, and the mapping of WeCom profiles to claims.
+//
+// The whole HTTP surface is in (*Provider).routes.
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/zitadel/oidc/v3/pkg/op"
+	"golang.org/x/text/language"
+
+	"github.com/wecom-oidc/wecom-oidc/keys"
+	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/upstream"
+)
+
+// Lifetimes that are protocol choices rather than operator settings.
+const (
+	// authRequestTTL bounds the whole login, WeCom round trip included.
+	authRequestTTL = 10 * time.Minute
+	// codeTTL: the application redeems the code right after the redirect; a short life limits
+	// what a leaked code is worth.
+	codeTTL = 2 * time.Minute
+	// loginStateTTL: WeCom's own codes live five minutes; a person may take longer on the page.
+	loginStateTTL = 10 * time.Minute
+)
+
+// Config holds the provider's dependencies and settings. Zero durations take the defaults below.
+type Config struct {
+	// Issuer is the exact issuer URL, without a trailing slash. http is accepted only for
+	// loopback hosts (development and tests).
+	Issuer   string
+	Store    storage.Store
+	Keys     *keys.Set
+	Upstream upstream.Connector
+	Claims   ClaimsConfig
+
+	AccessTokenTTL  time.Duration // default 1h
+	IDTokenTTL      time.Duration // default 1h
+	RefreshTokenTTL time.Duration // default 30 days
+	SessionTTL      time.Duration // SSO session, default 12h
+
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Provider is the OpenID Provider as an http.Handler.
+type Provider struct {
+	cfg     Config
+	op      *op.Provider
+	store   storage.Store
+	claims  *claimsMapper
+	log     *slog.Logger
+	now     func() time.Time
+	secure  bool // issuer is https: cookies get the Secure attribute
+	handler http.Handler
+}
+
+// New builds the provider.
+func New(cfg Config) (*Provider, error) {
+	if cfg.Store == nil || cfg.Keys == nil || cfg.Upstream == nil {
+		return nil, errors.New("provider: Store, Keys and Upstream are required")
+	}
+	if cfg.AccessTokenTTL <= 0 {
+		cfg.AccessTokenTTL = time.Hour
+	}
+	if cfg.IDTokenTTL <= 0 {
+		cfg.IDTokenTTL = time.Hour
+	}
+	if cfg.RefreshTokenTTL <= 0 {
+		cfg.RefreshTokenTTL = 30 * 24 * time.Hour
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 12 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	claims, err := newClaimsMapper(cfg.Claims)
+	if err != nil {
+		return nil, err
+	}
+	issuer, err := url.Parse(cfg.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("provider: issuer: %w", err)
+	}
+	p := &Provider{
+		cfg:    cfg,
+		store:  cfg.Store,
+		claims: claims,
+		log:    cfg.Logger,
+		now:    cfg.Now,
+		secure: issuer.Scheme == "https",
+	}
+	opStore := &opStorage{p: p}
+	p.op, err = op.NewProvider(&op.Config{
+		CryptoKey:                cfg.Keys.CryptoKey(),
+		DefaultLogoutRedirectURI: "/logged-out",
+		CodeMethodS256:           true,
+		AuthMethodPost:           true,
+		GrantTypeRefreshToken:    true,
+		SupportedUILocales:       []language.Tag{language.SimplifiedChinese, language.English},
+		SupportedClaims:          supportedClaims,
+		SupportedScopes:          supportedScopes,
+	}, opStore, op.StaticIssuer(cfg.Issuer), p.opOptions(issuer)...)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	p.handler = p.routes()
+	return p, nil
+}
+
+func (p *Provider) opOptions(issuer *url.URL) []op.Option {
+	opts := []op.Option{
+		op.WithHttpInterceptors(p.bindAuthorizeCallback),
+		// No CORS until the registered origins are wired (browser clients come with PKCE SPAs);
+		// the library's default reflects every origin with credentials.
+		op.WithCORSOptions(nil),
+	}
+	if issuer.Scheme == "http" {
+		opts = append(opts, op.WithAllowInsecure())
+	}
+	return opts
+}
+
+// routes is the whole HTTP surface: our pages first, the OP library's endpoints last.
+func (p *Provider) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, p.logRequests, middleware.Recoverer)
+	r.Get("/healthz", p.healthz)
+	r.Get("/logged-out", p.loggedOut)
+	r.Group(func(r chi.Router) {
+		r.Use(op.NewIssuerInterceptor(p.op.IssuerFromRequest).Handler, securityHeaders)
+		r.Get("/login", p.login)
+		r.Get("/login/wecom/callback", p.wecomCallback)
+	})
+	r.Mount("/", p.op)
+	return r
+}
+
+// ServeHTTP serves every route of the provider.
+func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handler.ServeHTTP(w, r) }
+
+// Issuer is the provider's issuer URL.
+func (p *Provider) Issuer() string { return p.cfg.Issuer }
+
+func (p *Provider) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := p.store.Health(ctx); err != nil {
+		p.log.ErrorContext(ctx, "health check failed", "error", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, `{"status":"unavailable","storage":"error"}`)
+		return
+	}
+	fmt.Fprintln(w, `{"status":"ok"}`)
+}
+
+func (p *Provider) loggedOut(w http.ResponseWriter, r *http.Request) {
+	p.renderMessage(w, r, http.StatusOK, msgLoggedOut)
+}
+
+// logRequests writes one line per request. Query strings are left out: they carry codes and states.
+func (p *Provider) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := p.now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		p.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("request_id", middleware.GetReqID(r.Context())),
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", ww.Status()),
+			slog.Duration("duration", p.now().Sub(start)),
+		)
+	})
+}
+
+// securityHeaders is applied to the pages we render.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loginURL is where the OP library sends the browser after /authorize.
+func (p *Provider) loginURL(authRequestID string) string {
+	return strings.TrimSuffix(p.cfg.Issuer, "/") + "/login?authRequestID=" + url.QueryEscape(authRequestID)
+}
+
+var supportedScopes = []string{"openid", "profile", "email", "phone", "address", "groups", "offline_access"}
+
+var supportedClaims = []string{
+	"sub", "aud", "exp", "iat", "iss", "auth_time", "nonce", "amr", "azp", "at_hash", "c_hash",
+	"name", "preferred_username", "nickname", "picture", "gender", "updated_at",
+	"email", "email_verified", "phone_number", "phone_number_verified", "address",
+	"groups", "wecom_corp_id", "wecom_userid", "department", "position",
+}
