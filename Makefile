@@ -1,0 +1,35 @@
+# wecom-oidc — run `make help` for the targets.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GO      ?= go
+BIN     := bin/wecom-oidc
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build bin/wecom-oidc
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/wecom-oidc
+
+.PHONY: run
+run: ## Start the provider in dev mode: simulated WeCom, demo client, database under ./data
+	$(GO) run -ldflags "-X main.version=$(VERSION)" ./cmd/wecom-oidc dev
+
+.PHONY: test
+test: ## Run every test, with the race detector
+	$(GO) test -race -count=1 ./...
+
+.PHONY: lint
+lint: fmt-check ## gofmt and go vet
+	$(GO) vet ./...
+
+.PHONY: fmt-check
+fmt-check: ## Fail if gofmt would change a file
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+.PHONY: clean
+clean: ## Remove build output (not ./data)
+	rm -rf bin

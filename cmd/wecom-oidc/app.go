@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/wecom-oidc/wecom-oidc/keys"
+	"github.com/wecom-oidc/wecom-oidc/provider"
+	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/bolt"
+	"github.com/wecom-oidc/wecom-oidc/upstream"
+	"github.com/wecom-oidc/wecom-oidc/upstream/wecom"
+)
+
+// sweepEvery is how often expired records are deleted.
+const sweepEvery = time.Minute
+
+// shutdownGrace bounds how long in-flight requests may take to finish on SIGINT/SIGTERM.
+const shutdownGrace = 15 * time.Second
+
+func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level)) // validated; "" means info
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// openStore opens the bbolt database; a second process gets a clear error at once.
+func openStore(path string) (*bolt.Store, error) {
+	return bolt.Open(path, bolt.Options{Timeout: time.Second})
+}
+
+// newConnector builds the WeCom connector for the given issuer.
+func newConnector(cfg WeComConfig, issuer string, store storage.Store, log *slog.Logger, httpClient *http.Client) (upstream.Connector, error) {
+	return wecom.New(wecom.Config{
+		CorpID:       cfg.CorpID,
+		AgentID:      cfg.AgentID,
+		Secret:       cfg.Secret,
+		Scope:        cfg.Scope,
+		APIBaseURL:   cfg.APIBaseURL,
+		OAuthBaseURL: cfg.OAuthBaseURL,
+		LoginBaseURL: cfg.LoginBaseURL,
+		RedirectURL:  strings.TrimSuffix(issuer, "/") + "/login/wecom/callback",
+		HTTPClient:   httpClient,
+		Timeout:      cfg.Timeout,
+		Tokens:       provider.UpstreamTokens{Store: store},
+		Logger:       log.With("upstream", "wecom"),
+	})
+}
+
+// newProvider builds the OP over an open store.
+func newProvider(ctx context.Context, cfg *Config, issuer string, store storage.Store, conn upstream.Connector, log *slog.Logger) (*provider.Provider, error) {
+	keySet, err := keys.Open(ctx, provider.KeyStore(store), nil)
+	if err != nil {
+		return nil, err
+	}
+	return provider.New(provider.Config{
+		Issuer:   issuer,
+		Store:    store,
+		Keys:     keySet,
+		Upstream: conn,
+		Claims: provider.ClaimsConfig{
+			SubjectTemplate: cfg.Claims.Subject,
+			EmailSources:    cfg.Claims.EmailSources,
+			EmailFallback:   cfg.Claims.EmailFallback,
+			EmailVerified:   cfg.Claims.EmailVerified,
+			DefaultGroups:   cfg.Claims.DefaultGroups,
+		},
+		AccessTokenTTL:  cfg.Tokens.AccessTokenTTL,
+		IDTokenTTL:      cfg.Tokens.IDTokenTTL,
+		RefreshTokenTTL: cfg.Tokens.RefreshTokenTTL,
+		SessionTTL:      cfg.Tokens.SessionTTL,
+		Logger:          log,
+	})
+}
+
+// reconcileClients makes the stored config-file clients equal to the file's list: each is
+// created or updated, and a config client no longer in the file is removed. Clients registered
+// through the CLI are left alone; an id taken by one of them is an error.
+func reconcileClients(ctx context.Context, store storage.Store, clients []ClientConfig, now time.Time) error {
+	existing, err := store.ListClients(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile clients: %w", err)
+	}
+	byID := make(map[string]storage.Client, len(existing))
+	for _, c := range existing {
+		byID[c.ID] = c
+	}
+	wanted := make(map[string]bool, len(clients))
+	for _, cc := range clients {
+		wanted[cc.ID] = true
+		c := storage.Client{
+			ID:                     cc.ID,
+			Name:                   cc.Name,
+			RedirectURIs:           cc.RedirectURIs,
+			PostLogoutRedirectURIs: cc.PostLogoutRedirectURIs,
+			Public:                 cc.Public,
+			IDTokenClaims:          cc.WantsIDTokenClaims(),
+			Source:                 storage.SourceConfig,
+			CreatedAt:              now,
+			UpdatedAt:              now,
+		}
+		if !cc.Public {
+			c.SecretHash = storage.HashSecret(cc.Secret)
+		}
+		if prev, ok := byID[cc.ID]; ok {
+			if prev.Source != storage.SourceConfig {
+				return fmt.Errorf("reconcile clients: client %q from the config file is already registered through the CLI; remove one of them", cc.ID)
+			}
+			c.CreatedAt = prev.CreatedAt
+			if sameClient(prev, c) {
+				continue
+			}
+		}
+		if err := store.PutClient(ctx, c); err != nil {
+			return fmt.Errorf("reconcile client %q: %w", cc.ID, err)
+		}
+	}
+	for _, c := range existing {
+		if c.Source == storage.SourceConfig && !wanted[c.ID] {
+			if err := store.DeleteClient(ctx, c.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return fmt.Errorf("reconcile: remove client %q: %w", c.ID, err)
+			}
+		}
+	}
+	return nil
+}
+
+func sameClient(a, b storage.Client) bool {
+	return a.SecretHash == b.SecretHash && a.Name == b.Name && a.Public == b.Public &&
+		a.IDTokenClaims == b.IDTokenClaims && slices.Equal(a.RedirectURIs, b.RedirectURIs) &&
+		slices.Equal(a.PostLogoutRedirectURIs, b.PostLogoutRedirectURIs)
+}
+
+// sweep deletes expired records every interval until ctx ends; done is closed when it has stopped.
+func sweep(ctx context.Context, store storage.Store, every time.Duration, log *slog.Logger) (done <-chan struct{}) {
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				res, err := store.DeleteExpired(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						log.Error("sweeper: delete expired records", "error", err)
+					}
+					continue
+				}
+				if res.Total() > 0 {
+					log.Debug("sweeper: deleted expired records", "auth_requests", res.AuthRequests, "codes", res.Codes,
+						"login_states", res.LoginStates, "access_tokens", res.AccessTokens,
+						"refresh_tokens", res.RefreshTokens, "sessions", res.Sessions)
+				}
+			}
+		}
+	}()
+	return ch
+}
+
+// serveUntilDone serves on ln until ctx ends, then shuts down gracefully: in-flight requests get
+// shutdownGrace to finish. It returns nil after a clean shutdown.
+func serveUntilDone(ctx context.Context, ln net.Listener, handler http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+
+	"github.com/wecom-oidc/wecom-oidc/upstream/wecom"
+	"github.com/wecom-oidc/wecom-oidc/upstream/wecom/wecomsim"
+)
+
+// Dev mode's fixed names.
+const (
+	devListen   = "127.0.0.1:8080"
+	devData     = "./data"
+	devClientID = "demo"
+	simPrefix   = "/_wecomsim"
+)
+
+// runDev: `wecom-oidc dev` — the provider with a simulated WeCom and a demo client, needing no
+// configuration. --config adds clients and other settings; its wecom block is ignored.
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, configPath := newFlagSet("dev", getenv, stderr)
+	listen := fs.String("listen", "", "address to listen on (default: the config's listen, "+devListen+")")
+	data := fs.String("data", "", "directory for the database (default: the config's storage.path, "+devData+")")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(*configPath, getenv)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		if cfg.Issuer != "" {
+			return fmt.Errorf("--listen conflicts with the configured issuer %s; drop one", cfg.Issuer)
+		}
+		cfg.Listen = *listen
+	}
+	if *data != "" {
+		cfg.Storage.Path = filepath.Join(*data, "wecom-oidc.db")
+	}
+	if err := cfg.Validate(ModeDev); err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+
+	seed := wecomsim.DefaultSeed()
+	seed.AutoLogin = cfg.Dev.AutoLogin
+	// The demo shows what a long-standing WeCom app sees (user/get with contact fields); apps
+	// created after 2022-06-20 get e-mail and mobile only through the in-client consent door.
+	seed.LegacyContactFields = true
+	sim := wecomsim.New(seed)
+	demoSecret := rand.Text() + rand.Text()
+
+	prepare := func(issuer string, cfg *Config) (func(*http.ServeMux, http.Handler), error) {
+		cfg.WeCom = WeComConfig{
+			CorpID:       seed.CorpID,
+			AgentID:      seed.AgentID,
+			Secret:       seed.Secret,
+			Scope:        wecom.ScopePrivateInfo,
+			APIBaseURL:   issuer + simPrefix,
+			OAuthBaseURL: issuer + simPrefix,
+			LoginBaseURL: issuer + simPrefix,
+			Timeout:      cfg.WeCom.Timeout,
+		}
+		cfg.Clients = append(withoutClient(cfg.Clients, devClientID), ClientConfig{
+			ID:           devClientID,
+			Name:         "wecom-oidc demo",
+			Secret:       demoSecret,
+			RedirectURIs: []string{issuer + demoCallbackPath},
+		})
+		demo := newDemo(issuer, devClientID, demoSecret)
+		return func(mux *http.ServeMux, _ http.Handler) {
+			mux.Handle(simPrefix+"/", http.StripPrefix(simPrefix, sim))
+			mux.Handle(demoPrefix, demo)
+			mux.Handle("GET /{$}", http.RedirectHandler(demoPrefix, http.StatusFound))
+		}, nil
+	}
+	ready := func(issuer string) {
+		fmt.Fprintf(stdout, `wecom-oidc %s — development mode (simulated WeCom, not for production)
+
+  issuer         %s
+  discovery      %s/.well-known/openid-configuration
+  demo page      %s%s
+  client id      %s
+  client secret  %s
+  redirect URI   %s%s
+  WeCom members  zhangsan 张三, lisi 李四, wangwu 王五 (no e-mail), zhaoliu 赵六 (disabled), outsider (not a member)
+  database       %s
+
+Press Ctrl-C to stop.
+`, version, issuer, issuer, issuer, demoPrefix, devClientID, demoSecret, issuer, demoCallbackPath, cfg.Storage.Path)
+	}
+	return serveProvider(ctx, cfg, log, serveOptions{prepare: prepare, ready: ready})
+}
+
+func withoutClient(clients []ClientConfig, id string) []ClientConfig {
+	out := clients[:0:0]
+	for _, c := range clients {
+		if c.ID != id {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// runServe: `wecom-oidc serve` — the provider against the real WeCom.
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, configPath := newFlagSet("serve", getenv, stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(*configPath, getenv)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(ModeServe); err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	return serveProvider(ctx, cfg, log, serveOptions{})
+}
+
+// serveOptions are what dev mode (and tests) change about serving.
+type serveOptions struct {
+	// prepare, when set, runs once the listener is bound and the issuer known: dev mode points
+	// the WeCom settings at its simulator and adds the demo client there. It returns the routes
+	// to serve beside the provider (nil: none).
+	prepare func(issuer string, cfg *Config) (extra func(mux *http.ServeMux, provider http.Handler), err error)
+	// ready is told the issuer once the provider is about to serve.
+	ready func(issuer string)
+}
+
+// serveProvider opens the database, binds the listener, builds the provider and serves until ctx
+// ends, closing everything in order: HTTP server, sweeper, database.
+func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serveOptions) (err error) {
+	// The OP library logs through slog's default logger; give it ours (format, level, stream).
+	slog.SetDefault(log)
+	store, err := openStore(cfg.Storage.Path)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close database: %w", cerr)
+		}
+	}()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close() // after a clean Shutdown this is a no-op
+	issuer := cfg.Issuer
+	if issuer == "" {
+		issuer = "http://" + ln.Addr().String()
+	}
+	var extra func(*http.ServeMux, http.Handler)
+	if opts.prepare != nil {
+		if extra, err = opts.prepare(issuer, cfg); err != nil {
+			return err
+		}
+	}
+
+	if err := reconcileClients(ctx, store, cfg.Clients, time.Now()); err != nil {
+		return err
+	}
+	conn, err := newConnector(cfg.WeCom, issuer, store, log, nil)
+	if err != nil {
+		return fmt.Errorf("wecom: %w", err)
+	}
+	p, err := newProvider(ctx, cfg, issuer, store, conn, log)
+	if err != nil {
+		return err
+	}
+	var handler http.Handler = p
+	if extra != nil {
+		mux := http.NewServeMux()
+		extra(mux, p)
+		mux.Handle("/", p)
+		handler = mux
+	}
+
+	log.Info("serving", "issuer", issuer, "listen", ln.Addr().String(), "database", cfg.Storage.Path, "version", version)
+	if opts.ready != nil {
+		opts.ready(issuer)
+	}
+	sweepCtx, stopSweep := context.WithCancel(context.Background())
+	swept := sweep(sweepCtx, store, sweepEvery, log)
+	err = serveUntilDone(ctx, ln, handler, log)
+	stopSweep()
+	<-swept
+	return err
+}
