@@ -248,6 +248,42 @@ func encode(v any) ([]byte, error) {
 }
 
 // listJSON decodes every value of a bucket, in key order.
+// viewRecord reads the record at key in a read transaction. It returns ErrNotFound when the key
+// is absent or when dead (nil for records without expiry) says the record has expired at now.
+func viewRecord[T any](s *Store, ctx context.Context, bucket, key string, dead func(v T, now time.Time) bool) (v T, err error) {
+	if err := ctx.Err(); err != nil {
+		return v, err
+	}
+	now := s.now()
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		got, ok, err := getJSON[T](bkt(tx, bucket), []byte(key))
+		if err != nil {
+			return err
+		}
+		if !ok || (dead != nil && dead(got, now)) {
+			return storage.ErrNotFound
+		}
+		v = got
+		return nil
+	})
+	return v, err
+}
+
+// viewAll reads every record of a bucket, in key order.
+func viewAll[T any](s *Store, ctx context.Context, bucket string) (vs []T, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		vs, err = listJSON[T](bkt(tx, bucket))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return vs, nil
+}
+
 func listJSON[T any](b *bbolt.Bucket) ([]T, error) {
 	out := []T{}
 	err := b.ForEach(func(_, raw []byte) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"time"
 
 	bbolt "go.etcd.io/bbolt"
 
@@ -58,37 +59,13 @@ func (s *Store) PutClient(ctx context.Context, c storage.Client) (err error) {
 // GetClient returns ErrNotFound for an unknown id.
 func (s *Store) GetClient(ctx context.Context, id string) (c storage.Client, err error) {
 	defer wrap(&err, "get client %q", id)
-	if err := ctx.Err(); err != nil {
-		return c, err
-	}
-	err = s.db.View(func(tx *bbolt.Tx) error {
-		v, ok, err := getJSON[storage.Client](bkt(tx, bucketClients), []byte(id))
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return storage.ErrNotFound
-		}
-		c = v
-		return nil
-	})
-	return c, err
+	return viewRecord[storage.Client](s, ctx, bucketClients, id, nil)
 }
 
 // ListClients returns every client ordered by id (bbolt's key order).
 func (s *Store) ListClients(ctx context.Context) (cs []storage.Client, err error) {
 	defer wrap(&err, "list clients")
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	err = s.db.View(func(tx *bbolt.Tx) error {
-		cs, err = listJSON[storage.Client](bkt(tx, bucketClients))
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return cs, nil
+	return viewAll[storage.Client](s, ctx, bucketClients)
 }
 
 // DeleteClient fails with ErrNotFound when there is no such client.
@@ -126,22 +103,7 @@ func (s *Store) CreateSession(ctx context.Context, sess storage.Session) (err er
 // GetSession returns ErrNotFound for unknown or expired sessions.
 func (s *Store) GetSession(ctx context.Context, id string) (sess storage.Session, err error) {
 	defer wrap(&err, "get session")
-	if err := ctx.Err(); err != nil {
-		return sess, err
-	}
-	now := s.now()
-	err = s.db.View(func(tx *bbolt.Tx) error {
-		v, ok, err := getJSON[storage.Session](bkt(tx, bucketSessions), []byte(id))
-		if err != nil {
-			return err
-		}
-		if !ok || expired(v.ExpiresAt, now) {
-			return storage.ErrNotFound
-		}
-		sess = v
-		return nil
-	})
-	return sess, err
+	return viewRecord(s, ctx, bucketSessions, id, func(v storage.Session, now time.Time) bool { return expired(v.ExpiresAt, now) })
 }
 
 // DeleteSession removes the session; a missing one is not an error.
@@ -178,37 +140,13 @@ func (s *Store) PutUser(ctx context.Context, u storage.User) (err error) {
 // GetUser returns ErrNotFound for an unknown subject.
 func (s *Store) GetUser(ctx context.Context, subject string) (u storage.User, err error) {
 	defer wrap(&err, "get user %q", subject)
-	if err := ctx.Err(); err != nil {
-		return u, err
-	}
-	err = s.db.View(func(tx *bbolt.Tx) error {
-		v, ok, err := getJSON[storage.User](bkt(tx, bucketUsers), []byte(subject))
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return storage.ErrNotFound
-		}
-		u = v
-		return nil
-	})
-	return u, err
+	return viewRecord[storage.User](s, ctx, bucketUsers, subject, nil)
 }
 
 // ListUsers returns every user ordered by subject.
 func (s *Store) ListUsers(ctx context.Context) (us []storage.User, err error) {
 	defer wrap(&err, "list users")
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	err = s.db.View(func(tx *bbolt.Tx) error {
-		us, err = listJSON[storage.User](bkt(tx, bucketUsers))
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return us, nil
+	return viewAll[storage.User](s, ctx, bucketUsers)
 }
 
 // --- signing keys ---
@@ -216,14 +154,7 @@ func (s *Store) ListUsers(ctx context.Context) (us []storage.User, err error) {
 // ListKeys returns every key ordered by CreatedAt (then id, so equal times are stable).
 func (s *Store) ListKeys(ctx context.Context) (ks []storage.KeyRecord, err error) {
 	defer wrap(&err, "list keys")
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	err = s.db.View(func(tx *bbolt.Tx) error {
-		ks, err = listJSON[storage.KeyRecord](bkt(tx, bucketKeys))
-		return err
-	})
-	if err != nil {
+	if ks, err = viewAll[storage.KeyRecord](s, ctx, bucketKeys); err != nil {
 		return nil, err
 	}
 	// Keys arrive in id order; a stable sort keeps that as the tie-break.
@@ -254,22 +185,7 @@ func (s *Store) PutKey(ctx context.Context, k storage.KeyRecord) (err error) {
 // GetUpstreamToken returns ErrNotFound when nothing is cached or the token has expired.
 func (s *Store) GetUpstreamToken(ctx context.Context, key string) (t storage.UpstreamToken, err error) {
 	defer wrap(&err, "get upstream token %q", key)
-	if err := ctx.Err(); err != nil {
-		return t, err
-	}
-	now := s.now()
-	err = s.db.View(func(tx *bbolt.Tx) error {
-		v, ok, err := getJSON[storage.UpstreamToken](bkt(tx, bucketUpstream), []byte(key))
-		if err != nil {
-			return err
-		}
-		if !ok || expired(v.ExpiresAt, now) {
-			return storage.ErrNotFound
-		}
-		t = v
-		return nil
-	})
-	return t, err
+	return viewRecord(s, ctx, bucketUpstream, key, func(v storage.UpstreamToken, now time.Time) bool { return expired(v.ExpiresAt, now) })
 }
 
 // PutUpstreamToken creates or replaces the cached token for t.Key.
