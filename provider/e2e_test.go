@@ -243,5 +243,3 @@ func isInvalidGrant(err error) bool {
 	}
 	return err != nil && strings.Contains(err.Error(), "invalid_grant")
 }
-
-
