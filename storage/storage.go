@@ -63,6 +63,19 @@ type Client struct {
 	// IDTokenClaims puts profile, email, phone and address claims into the ID token as well as
 	// userinfo (Grafana reads only the ID token).
 	IDTokenClaims bool `json:"id_token_claims"`
+	// AuthMethod is how a confidential client authenticates at the token endpoint:
+	// "client_secret_basic" (the default when empty; client_secret_post is accepted too) or
+	// "private_key_jwt" (a JWT signed with a key from JWKS or JWKSURI). Public clients: "none".
+	AuthMethod string `json:"auth_method,omitempty"`
+	// JWKS is the client's public key set (a JSON Web Key Set document), for private_key_jwt.
+	JWKS string `json:"jwks,omitempty"`
+	// JWKSURI is where the client publishes its key set, for private_key_jwt.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+	// BackchannelLogoutURI receives a signed logout token when a session the client signed in
+	// through ends (OpenID Connect Back-Channel Logout 1.0).
+	BackchannelLogoutURI string `json:"backchannel_logout_uri,omitempty"`
+	// BackchannelLogoutSessionRequired: the client needs `sid` in logout tokens (and ID tokens).
+	BackchannelLogoutSessionRequired bool `json:"backchannel_logout_session_required,omitempty"`
 	// Source is "config" for clients reconciled from the config file, "cli" for the others.
 	Source    string    `json:"source"`
 	CreatedAt time.Time `json:"created_at"`
@@ -160,10 +173,13 @@ type RefreshToken struct {
 // Session is an SSO session: the person authenticated at WeCom at AuthTime, and later logins by
 // the same browser skip WeCom while it lasts. ID is HashSecret of the session cookie.
 type Session struct {
-	ID        string    `json:"id"`
-	Subject   string    `json:"subject"`
-	AuthTime  time.Time `json:"auth_time"`
-	AMR       []string  `json:"amr,omitempty"`
+	ID       string    `json:"id"`
+	Subject  string    `json:"subject"`
+	AuthTime time.Time `json:"auth_time"`
+	AMR      []string  `json:"amr,omitempty"`
+	// Clients are the ids of the clients the session has signed in to, in order, each once:
+	// the audience of back-channel logout when the session ends.
+	Clients   []string  `json:"clients,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
@@ -263,8 +279,11 @@ type Store interface {
 	SaveCode(ctx context.Context, codeHash, authRequestID string, expiresAt time.Time) error
 	// ConsumeCode redeems a code, atomically and exactly once: of any number of concurrent calls
 	// with one code, one returns its auth request and every other fails. A code presented again
-	// after its redemption fails with ErrAlreadyUsed (until the code's own expiry), an unknown or
-	// expired one with ErrNotFound. The auth request must still be live.
+	// after its redemption fails with ErrAlreadyUsed (until the code's own expiry) and, in the same
+	// transaction, revokes every token issued from that auth request — access tokens whose
+	// AuthRequestID is the code's auth request, and the refresh families started with them
+	// (RFC 6749 §4.1.2: a replayed code means it leaked). An unknown or expired code fails with
+	// ErrNotFound. The auth request must still be live.
 	ConsumeCode(ctx context.Context, codeHash string) (AuthRequest, error)
 
 	// WeCom login states.
@@ -277,7 +296,11 @@ type Store interface {
 	// Tokens.
 
 	// CreateTokens stores an access token and, when refresh is not nil, the first refresh token of
-	// a new family (refresh.FamilyID), in one transaction.
+	// a new family (refresh.FamilyID), in one transaction. When access.AuthRequestID is set, both
+	// are recorded as issued from that auth request (see ConsumeCode); when refresh.SessionID is
+	// set, the family is recorded under that session (see EndSession). Once the auth request's
+	// code has been replayed, CreateTokens for it fails with ErrRevoked (until the code's expiry),
+	// so a replay racing the first exchange cannot leave live tokens behind.
 	CreateTokens(ctx context.Context, access AccessToken, refresh *RefreshToken) error
 	// GetAccessToken returns a live token: ErrNotFound when unknown or expired, ErrRevoked when it
 	// or its family was revoked.
@@ -304,6 +327,13 @@ type Store interface {
 	GetSession(ctx context.Context, id string) (Session, error)
 	// DeleteSession is not an error for a missing session.
 	DeleteSession(ctx context.Context, id string) error
+	// AddSessionClient records that the live session signed clientID in (once; order kept).
+	// ErrNotFound when the session is unknown or expired.
+	AddSessionClient(ctx context.Context, sessionID, clientID string) error
+	// EndSession deletes the session and revokes, in the same transaction, every refresh family
+	// issued under it (RefreshToken.SessionID) and their access tokens. It returns the session as
+	// it was, for back-channel logout; ErrNotFound when it is unknown or expired (nothing revoked).
+	EndSession(ctx context.Context, id string) (Session, error)
 
 	// Users.
 

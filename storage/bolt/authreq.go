@@ -1,7 +1,6 @@
 package bolt
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -25,16 +24,18 @@ type codeRecord struct {
 	Used          bool      `json:"used,omitempty"`
 }
 
-// arCodePrefix is len16(id) ‖ id: the length prefix keeps one id from being a prefix of another.
-// Ids are bbolt keys, which are at most 32 KiB, so 16 bits always suffice.
-func arCodePrefix(authRequestID string) []byte {
-	k := binary.BigEndian.AppendUint16(nil, uint16(len(authRequestID)))
-	return append(k, authRequestID...)
+// lenPrefix is len16(id) ‖ id, the start of every key of the buckets that link one id to
+// several others (auth_request_codes, auth_request_tokens, session_families): the length keeps
+// one id from being a prefix of another. Ids are bbolt keys, which are at most 32 KiB, so 16
+// bits always suffice.
+func lenPrefix(id string) []byte {
+	k := binary.BigEndian.AppendUint16(nil, uint16(len(id)))
+	return append(k, id...)
 }
 
 // arCodeKey is the auth_request_codes key linking a request to one of its codes.
 func arCodeKey(authRequestID, codeHash string) []byte {
-	return append(arCodePrefix(authRequestID), codeHash...)
+	return append(lenPrefix(authRequestID), codeHash...)
 }
 
 // CreateAuthRequest stores a new auth request; ErrAlreadyExists when the id is taken. Batched.
@@ -122,9 +123,10 @@ func (s *Store) UpdateAuthRequest(ctx context.Context, id string, fn func(*stora
 }
 
 // DeleteAuthRequest removes the request and its unredeemed codes; a missing request is not an
-// error. Redeemed codes stay, as tombstones, until their own expiry: they can no longer be
-// redeemed, and keeping them is what lets ConsumeCode answer ErrAlreadyUsed to a replay (the OP
-// deletes the request as soon as the code has produced tokens).
+// error. Redeemed codes stay, as tombstones naming the request, until their own expiry: they can
+// no longer be redeemed, and keeping them is what lets ConsumeCode answer ErrAlreadyUsed to a
+// replay (the OP deletes the request as soon as the code has produced tokens). The request's
+// auth_request_tokens links stay too, so that the replay still revokes what the code produced.
 func (s *Store) DeleteAuthRequest(ctx context.Context, id string) (err error) {
 	defer wrap(&err, "delete auth request %q", id)
 	if err := ctx.Err(); err != nil {
@@ -135,13 +137,8 @@ func (s *Store) DeleteAuthRequest(ctx context.Context, id string) (err error) {
 			return err
 		}
 		links, codes := bkt(tx, bucketARCodes), bkt(tx, bucketCodes)
-		prefix := arCodePrefix(id)
-		var keys [][]byte
-		c := links.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			keys = append(keys, bytes.Clone(k))
-		}
-		for _, k := range keys {
+		prefix := lenPrefix(id)
+		for _, k := range prefixKeys(tx, bucketARCodes, prefix) {
 			hash := k[len(prefix):]
 			code, ok, err := getJSON[codeRecord](codes, hash)
 			if err != nil {
@@ -188,15 +185,20 @@ func (s *Store) SaveCode(ctx context.Context, codeHash, authRequestID string, ex
 }
 
 // ConsumeCode redeems a code in one write transaction, so of concurrent redemptions exactly one
-// sees it unused. Errors leave the code untouched (the transaction rolls back; nothing was
-// written before them).
+// sees it unused. A replay (the code already used) makes that transaction revoke every token
+// issued from the code's auth request and mark the request replayed (see revokeIssued), and
+// commit; ErrAlreadyUsed is returned after the commit, because returning it from inside would
+// roll the revocation back. Other errors leave everything untouched.
 func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.AuthRequest, err error) {
 	defer wrap(&err, "consume code")
 	if err := ctx.Err(); err != nil {
 		return ar, err
 	}
 	now := s.now()
+	var replayedAR string
+	var replayed bool
 	err = s.db.Update(func(tx *bbolt.Tx) error {
+		replayed, replayedAR = false, ""
 		code, ok, err := getJSON[codeRecord](bkt(tx, bucketCodes), []byte(codeHash))
 		if err != nil {
 			return err
@@ -205,7 +207,8 @@ func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.Au
 			return storage.ErrNotFound
 		}
 		if code.Used {
-			return storage.ErrAlreadyUsed
+			replayed, replayedAR = true, code.AuthRequestID
+			return revokeIssued(tx, code.AuthRequestID, code.ExpiresAt)
 		}
 		got, err := liveAuthRequest(tx, code.AuthRequestID, now)
 		if err != nil {
@@ -224,6 +227,10 @@ func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.Au
 	})
 	if err != nil {
 		return storage.AuthRequest{}, err
+	}
+	if replayed {
+		return storage.AuthRequest{}, fmt.Errorf("code of auth request %q presented again, tokens issued from it revoked: %w",
+			replayedAR, storage.ErrAlreadyUsed)
 	}
 	return ar, nil
 }

@@ -9,11 +9,15 @@
 //	auth_requests     auth request id    → storage.AuthRequest
 //	codes             code hash          → {auth request id, expires, used}
 //	auth_request_codes len16(ar id) ‖ ar id ‖ code hash → (empty); finds the codes of a request
+//	auth_request_tokens len16(ar id) ‖ ar id ‖ 'a' ‖ access token id → {expires}
+//	                    len16(ar id) ‖ ar id ‖ 'f' ‖ family id       → {expires}
+//	                    len16(ar id) ‖ ar id ‖ 'x'                   → {expires}; a code was replayed
 //	login_states      state              → storage.LoginState
 //	access_tokens     access token id    → storage.AccessToken + revoked flag
 //	refresh_tokens    refresh token hash → storage.RefreshToken
-//	refresh_families  family id          → {revoked, expires}
+//	refresh_families  family id          → {revoked, expires, session id, auth request id}
 //	sessions          session id (hash)  → storage.Session
+//	session_families  len16(session id) ‖ session id ‖ family id → {expires}
 //	users             subject            → storage.User
 //	keys              key id             → storage.KeyRecord
 //	upstream_tokens   "corp_id/agent_id" → storage.UpstreamToken
@@ -25,14 +29,24 @@
 // "now" and costs what it deletes, not the size of the database. Revoking a refresh family is a
 // single write to its family record, which every refresh- and access-token lookup consults.
 //
+// The link buckets auth_request_tokens and session_families are indexes written by CreateTokens:
+// what ConsumeCode revokes on a replayed code, and what EndSession revokes. Their entries expire
+// with what they point at — an access token's entry with the token, a family's entries with the
+// family record, moved along whenever a rotation extends the family — so they outlive every
+// token they could revoke and are swept like the rest. They are not tied to the lifetime of the
+// auth request (DeleteAuthRequest keeps them: a replay after it must still revoke); a session's
+// family entries go with the session (EndSession, DeleteSession, the sweep), after which nothing
+// reads them. The replay marker ('x') lives until the replayed code's expiry.
+//
 // # Atomicity
 //
 // bbolt has one writer at a time and serialisable transactions, so every read-check-write the
 // storage contract asks to be atomic (ConsumeCode, ConsumeLoginState, UpdateAuthRequest,
-// RotateRefreshToken, the reuse detection in GetRefreshToken) runs in a single db.Update. Creates
-// that arrive concurrently from many requests (auth requests, codes, login states, tokens,
-// sessions, users) go through db.Batch, which coalesces them into fewer fsyncs; their
-// functions are pure functions of the transaction so that Batch may run them more than once.
+// RotateRefreshToken, the reuse detection in GetRefreshToken, AddSessionClient, EndSession) runs
+// in a single db.Update. Creates that arrive concurrently from many requests (auth requests,
+// codes, login states, tokens, sessions, users) go through db.Batch, which coalesces them into
+// fewer fsyncs; their functions are pure functions of the transaction so that Batch may run them
+// more than once.
 //
 // # File and lock
 //
@@ -85,20 +99,22 @@ const (
 // Bucket names. They never contain 0x00, which separates the bucket name from the record key in
 // the expiry index.
 const (
-	bucketClients       = "clients"
-	bucketAuthRequests  = "auth_requests"
-	bucketCodes         = "codes"
-	bucketARCodes       = "auth_request_codes"
-	bucketLoginStates   = "login_states"
-	bucketAccessTokens  = "access_tokens"
-	bucketRefreshTokens = "refresh_tokens"
-	bucketFamilies      = "refresh_families"
-	bucketSessions      = "sessions"
-	bucketUsers         = "users"
-	bucketKeys          = "keys"
-	bucketUpstream      = "upstream_tokens"
-	bucketExpiry        = "expiry"
-	bucketMeta          = "meta"
+	bucketClients         = "clients"
+	bucketAuthRequests    = "auth_requests"
+	bucketCodes           = "codes"
+	bucketARCodes         = "auth_request_codes"
+	bucketARTokens        = "auth_request_tokens"
+	bucketLoginStates     = "login_states"
+	bucketAccessTokens    = "access_tokens"
+	bucketRefreshTokens   = "refresh_tokens"
+	bucketFamilies        = "refresh_families"
+	bucketSessions        = "sessions"
+	bucketSessionFamilies = "session_families"
+	bucketUsers           = "users"
+	bucketKeys            = "keys"
+	bucketUpstream        = "upstream_tokens"
+	bucketExpiry          = "expiry"
+	bucketMeta            = "meta"
 )
 
 // allBuckets lists every bucket Open creates.
@@ -106,7 +122,7 @@ func allBuckets() []string {
 	return []string{
 		bucketClients, bucketAuthRequests, bucketCodes, bucketARCodes, bucketLoginStates,
 		bucketAccessTokens, bucketRefreshTokens, bucketFamilies, bucketSessions, bucketUsers,
-		bucketKeys, bucketUpstream, bucketExpiry, bucketMeta,
+		bucketKeys, bucketUpstream, bucketExpiry, bucketMeta, bucketARTokens, bucketSessionFamilies,
 	}
 }
 
@@ -116,7 +132,7 @@ func allBuckets() []string {
 func expiringBucket(name string) bool {
 	switch name {
 	case bucketAuthRequests, bucketCodes, bucketLoginStates, bucketAccessTokens, bucketRefreshTokens,
-		bucketFamilies, bucketSessions, bucketUpstream:
+		bucketFamilies, bucketSessions, bucketUpstream, bucketARTokens, bucketSessionFamilies:
 		return true
 	}
 	return false
@@ -399,8 +415,9 @@ func deleteExpiring(tx *bbolt.Tx, bucket string, key []byte) error {
 }
 
 // DeleteExpired sweeps the expiry index from its start up to now, in transactions of at most
-// gcChunk entries. Families and upstream tokens are removed too but are not counted: GCResult
-// has no field for them (a family is internal bookkeeping; the upstream token is a cache).
+// gcChunk entries. Families, link entries and upstream tokens are removed too but are not
+// counted: GCResult has no field for them (families and links are internal bookkeeping; the
+// upstream token is a cache).
 func (s *Store) DeleteExpired(ctx context.Context) (res storage.GCResult, err error) {
 	defer wrap(&err, "delete expired")
 	now := expiryNanos(s.now())
@@ -475,6 +492,12 @@ func sweep(tx *bbolt.Tx, k []byte, res *storage.GCResult) error {
 	}
 	if err := b.Delete(key); err != nil {
 		return err
+	}
+	if bucket == bucketSessions {
+		// An expired session can no longer be ended, so its family links have no reader left.
+		if err := dropSessionLinks(tx, string(key)); err != nil {
+			return err
+		}
 	}
 	switch bucket {
 	case bucketAuthRequests:

@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -200,6 +201,7 @@ func TestDeleteExpiredShrinksBuckets(t *testing.T) {
 	_, err = s.UpdateAuthRequest(ctx, "ar4", func(ar *storage.AuthRequest) error { ar.ExpiresAt = t0.Add(11 * time.Minute); return nil })
 	mustNil("UpdateAuthRequest", err)
 
+	checkIndex(t, s)
 	before := bucketSizes(t, s)
 	want := map[string]int{
 		"auth_requests": 5, "codes": 3, "auth_request_codes": 3, "login_states": 1, "access_tokens": 1,
@@ -227,6 +229,7 @@ func TestDeleteExpiredShrinksBuckets(t *testing.T) {
 	if res != wantRes {
 		t.Errorf("DeleteExpired = %+v, want %+v", res, wantRes)
 	}
+	checkIndex(t, s)
 	after = bucketSizes(t, s)
 	wantAfter := map[string]int{
 		"auth_requests": 1, "codes": 1, "auth_request_codes": 1, "login_states": 0, "access_tokens": 0,
@@ -338,4 +341,240 @@ func TestRotateRefusesAnotherFamily(t *testing.T) {
 	if _, err := s.GetRefreshToken(ctx, "h0"); err != nil {
 		t.Errorf("GetRefreshToken after refused rotations: %v", err)
 	}
+}
+
+// checkIndex asserts that the expiry index and the expiring records match one to one: every
+// entry names a stored record carrying that expiry, and every expiring record has its entry.
+func checkIndex(tb testing.TB, s *Store) {
+	tb.Helper()
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		entries := map[string]bool{}
+		err := bkt(tx, bucketExpiry).ForEach(func(k, _ []byte) error {
+			_, bucket, key, ok := parseIndexKey(k)
+			if !ok || !expiringBucket(bucket) {
+				tb.Errorf("malformed index entry %q", k)
+				return nil
+			}
+			raw := bkt(tx, bucket).Get(key)
+			if raw == nil {
+				tb.Errorf("index entry for missing record %s/%q", bucket, key)
+				return nil
+			}
+			exp, err := expiryOf(raw)
+			if err != nil {
+				return err
+			}
+			if string(indexKey(exp, bucket, key)) != string(k) {
+				tb.Errorf("index entry for %s/%q has another expiry than the record (%s)", bucket, key, exp)
+			}
+			entries[string(k)] = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, bucket := range allBuckets() {
+			if !expiringBucket(bucket) {
+				continue
+			}
+			err := bkt(tx, bucket).ForEach(func(k, raw []byte) error {
+				exp, err := expiryOf(raw)
+				if err != nil {
+					return err
+				}
+				if !entries[string(indexKey(exp, bucket, k))] {
+					tb.Errorf("record %s/%q has no index entry", bucket, k)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// checkLinks asserts that every link entry expires with what it points at: an access link with
+// its access token, a family link with its family record (which must name the link's auth
+// request or session).
+func checkLinks(tb testing.TB, s *Store) {
+	tb.Helper()
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		check := func(bucket string, k []byte, target string, key string, wantAR, wantSession string) error {
+			l, _, err := getJSON[linkRecord](bkt(tx, bucket), k)
+			if err != nil {
+				return err
+			}
+			raw := bkt(tx, target).Get([]byte(key))
+			if raw == nil {
+				tb.Errorf("link %s/%q points at missing %s/%q", bucket, k, target, key)
+				return nil
+			}
+			exp, err := expiryOf(raw)
+			if err != nil {
+				return err
+			}
+			if !exp.Equal(l.ExpiresAt) {
+				tb.Errorf("link %s/%q expires %v, its %s record %v", bucket, k, l.ExpiresAt, target, exp)
+			}
+			if target == bucketFamilies {
+				fam, _, err := getJSON[familyRecord](bkt(tx, target), []byte(key))
+				if err != nil {
+					return err
+				}
+				if (wantAR != "" && fam.AuthRequestID != wantAR) || (wantSession != "" && fam.SessionID != wantSession) {
+					tb.Errorf("link %s/%q: family %q names auth request %q, session %q", bucket, k, key, fam.AuthRequestID, fam.SessionID)
+				}
+			}
+			return nil
+		}
+		err := bkt(tx, bucketARTokens).ForEach(func(k, _ []byte) error {
+			n := int(binary.BigEndian.Uint16(k))
+			ar, rest := string(k[2:2+n]), k[2+n:]
+			switch rest[0] {
+			case linkAccess:
+				return check(bucketARTokens, k, bucketAccessTokens, string(rest[1:]), "", "")
+			case linkFamily:
+				return check(bucketARTokens, k, bucketFamilies, string(rest[1:]), ar, "")
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return bkt(tx, bucketSessionFamilies).ForEach(func(k, _ []byte) error {
+			n := int(binary.BigEndian.Uint16(k))
+			return check(bucketSessionFamilies, k, bucketFamilies, string(k[2+n:]), "", string(k[2:2+n]))
+		})
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// linkExpiry reads the expiry of a link entry; ok is false when it is absent.
+func linkExpiry(tb testing.TB, s *Store, bucket string, key []byte) (exp time.Time, ok bool) {
+	tb.Helper()
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		l, found, err := getJSON[linkRecord](bkt(tx, bucket), key)
+		exp, ok = l.ExpiresAt, found
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return exp, ok
+}
+
+// TestRevocationLinks follows the auth_request_tokens and session_families entries through
+// their life: written by CreateTokens, moved by rotation, kept by DeleteAuthRequest, dropped
+// with their session, swept with what they point at, and always in the expiry index.
+func TestRevocationLinks(t *testing.T) {
+	ctx := t.Context()
+	clock := storagetest.NewClock(storagetest.Start())
+	s := openTest(t, filepath.Join(t.TempDir(), "wecom-oidc.db"), Options{Now: clock.Now})
+	t0 := clock.Now()
+	mustNil := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	sizes := func(when string, want map[string]int) {
+		t.Helper()
+		got := bucketSizes(t, s)
+		for name, n := range want {
+			if got[name] != n {
+				t.Errorf("%s: bucket %s has %d keys, want %d", when, name, got[name], n)
+			}
+		}
+		checkIndex(t, s)
+		checkLinks(t, s)
+	}
+
+	mustNil("CreateSession", s.CreateSession(ctx, storage.Session{ID: "sess", ExpiresAt: t0.Add(8 * time.Hour)}))
+	mustNil("CreateSession(2)", s.CreateSession(ctx, storage.Session{ID: "sess2", ExpiresAt: t0.Add(8 * time.Hour)}))
+	for _, ar := range []string{"ar1", "ar2", "ar3"} {
+		mustNil("CreateAuthRequest", s.CreateAuthRequest(ctx, storage.AuthRequest{ID: ar, ExpiresAt: t0.Add(10 * time.Minute)}))
+		mustNil("SaveCode", s.SaveCode(ctx, "code-"+ar, ar, t0.Add(2*time.Minute)))
+		_, err := s.ConsumeCode(ctx, "code-"+ar)
+		mustNil("ConsumeCode", err)
+	}
+	// ar1: access 1h and family f1 (refresh 24h) under sess. ar2: an access token (30m) only.
+	// ar3: family f3 under sess2. f4: under sess, from no auth request.
+	rt1 := storage.RefreshToken{Hash: "r1", FamilyID: "f1", SessionID: "sess", ExpiresAt: t0.Add(24 * time.Hour)}
+	mustNil("CreateTokens(ar1)", s.CreateTokens(ctx, storage.AccessToken{ID: "at1", FamilyID: "f1", AuthRequestID: "ar1", ExpiresAt: t0.Add(time.Hour)}, &rt1))
+	mustNil("CreateTokens(ar2)", s.CreateTokens(ctx, storage.AccessToken{ID: "at2", AuthRequestID: "ar2", ExpiresAt: t0.Add(30 * time.Minute)}, nil))
+	rt3 := storage.RefreshToken{Hash: "r3", FamilyID: "f3", SessionID: "sess2", ExpiresAt: t0.Add(24 * time.Hour)}
+	mustNil("CreateTokens(ar3)", s.CreateTokens(ctx, storage.AccessToken{ID: "at3", FamilyID: "f3", AuthRequestID: "ar3", ExpiresAt: t0.Add(time.Hour)}, &rt3))
+	rt4 := storage.RefreshToken{Hash: "r4", FamilyID: "f4", SessionID: "sess", ExpiresAt: t0.Add(time.Hour)}
+	mustNil("CreateTokens(f4)", s.CreateTokens(ctx, storage.AccessToken{ID: "at4", FamilyID: "f4", ExpiresAt: t0.Add(time.Hour)}, &rt4))
+	for _, ar := range []string{"ar1", "ar2", "ar3"} {
+		mustNil("DeleteAuthRequest", s.DeleteAuthRequest(ctx, ar))
+	}
+	sizes("after issuing", map[string]int{"auth_request_tokens": 5, "session_families": 3, "auth_requests": 0, "codes": 3})
+
+	// A rotation extends f1, and its two links with it.
+	clock.Advance(time.Minute)
+	mustNil("RotateRefreshToken", s.RotateRefreshToken(ctx, "r1",
+		storage.RefreshToken{Hash: "r1b", FamilyID: "f1", SessionID: "sess", ExpiresAt: t0.Add(48 * time.Hour)},
+		storage.AccessToken{ID: "at1b", FamilyID: "f1", ExpiresAt: t0.Add(2 * time.Hour)}))
+	for _, l := range []struct {
+		bucket string
+		key    []byte
+	}{
+		{bucketARTokens, arTokenKey("ar1", linkFamily, "f1")},
+		{bucketSessionFamilies, sessionFamilyKey("sess", "f1")},
+	} {
+		if exp, ok := linkExpiry(t, s, l.bucket, l.key); !ok || !exp.Equal(t0.Add(48*time.Hour)) {
+			t.Errorf("link %s/%q expires %v (present %v), want the extended family's %v", l.bucket, l.key, exp, ok, t0.Add(48*time.Hour))
+		}
+	}
+	sizes("after the rotation", map[string]int{"auth_request_tokens": 5, "session_families": 3})
+
+	// A replay revokes and leaves a marker until the code's expiry.
+	_, err := s.ConsumeCode(ctx, "code-ar2")
+	if !errors.Is(err, storage.ErrAlreadyUsed) {
+		t.Fatalf("replayed ConsumeCode: %v", err)
+	}
+	if _, ok := linkExpiry(t, s, bucketARTokens, arTokenKey("ar2", linkReplayed, "")); !ok {
+		t.Error("no replay marker for ar2")
+	}
+	sizes("after the replay", map[string]int{"auth_request_tokens": 6})
+
+	// EndSession drops the session's links; DeleteSession does too.
+	_, err = s.EndSession(ctx, "sess2")
+	mustNil("EndSession", err)
+	sizes("after EndSession", map[string]int{"session_families": 2, "auth_request_tokens": 6, "sessions": 1})
+
+	// Sweeps: the marker and the codes at 2m, at2 at 30m, at1, at3, at4 and f4 at 1h, the
+	// session (and its links) at 8h, f3 at 24h, f1 at 48h.
+	for _, step := range []struct {
+		at   time.Duration
+		want map[string]int
+	}{
+		{3 * time.Minute, map[string]int{"auth_request_tokens": 5, "codes": 0, "session_families": 2}},
+		{31 * time.Minute, map[string]int{"auth_request_tokens": 4, "access_tokens": 4}},
+		{2*time.Hour + time.Minute, map[string]int{"auth_request_tokens": 2, "access_tokens": 0, "refresh_families": 2, "session_families": 1}},
+		{9 * time.Hour, map[string]int{"auth_request_tokens": 2, "sessions": 0, "session_families": 0, "refresh_families": 2}},
+		{25 * time.Hour, map[string]int{"auth_request_tokens": 1, "refresh_families": 1}},
+		{49 * time.Hour, map[string]int{"auth_request_tokens": 0, "refresh_families": 0, "refresh_tokens": 0, "expiry": 0}},
+	} {
+		clock.Set(t0.Add(step.at))
+		_, err := s.DeleteExpired(ctx)
+		mustNil("DeleteExpired", err)
+		sizes("after the sweep at +"+step.at.String(), step.want)
+	}
+
+	// DeleteSession drops the session's links too.
+	mustNil("CreateSession(3)", s.CreateSession(ctx, storage.Session{ID: "sess3", ExpiresAt: clock.Now().Add(time.Hour)}))
+	rt5 := storage.RefreshToken{Hash: "r5", FamilyID: "f5", SessionID: "sess3", ExpiresAt: clock.Now().Add(time.Hour)}
+	mustNil("CreateTokens(f5)", s.CreateTokens(ctx, storage.AccessToken{ID: "at5", FamilyID: "f5", ExpiresAt: clock.Now().Add(time.Hour)}, &rt5))
+	sizes("before DeleteSession", map[string]int{"session_families": 1})
+	mustNil("DeleteSession", s.DeleteSession(ctx, "sess3"))
+	sizes("after DeleteSession", map[string]int{"session_families": 0, "refresh_families": 1})
 }

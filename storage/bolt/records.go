@@ -3,6 +3,8 @@ package bolt
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -106,13 +108,17 @@ func (s *Store) GetSession(ctx context.Context, id string) (sess storage.Session
 	return viewRecord(s, ctx, bucketSessions, id, func(v storage.Session, now time.Time) bool { return expired(v.ExpiresAt, now) })
 }
 
-// DeleteSession removes the session; a missing one is not an error.
+// DeleteSession removes the session, revoking nothing; a missing one is not an error. The
+// session's family links go with it: nothing can end the session any more.
 func (s *Store) DeleteSession(ctx context.Context, id string) (err error) {
 	defer wrap(&err, "delete session")
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	return s.db.Update(func(tx *bbolt.Tx) error {
+		if err := dropSessionLinks(tx, id); err != nil {
+			return err
+		}
 		return deleteExpiring(tx, bucketSessions, []byte(id))
 	})
 }
@@ -212,4 +218,85 @@ func (s *Store) DeleteUpstreamToken(ctx context.Context, key string) (err error)
 	return s.db.Update(func(tx *bbolt.Tx) error {
 		return deleteExpiring(tx, bucketUpstream, []byte(key))
 	})
+}
+
+// AddSessionClient appends clientID to the live session's Clients unless it is there already.
+// A plain Update (not Batch): the read-modify-write runs once, under the writer lock, so
+// concurrent additions are serialised and none is lost.
+func (s *Store) AddSessionClient(ctx context.Context, sessionID, clientID string) (err error) {
+	defer wrap(&err, "add client %q to session", clientID)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if clientID == "" {
+		return errors.New("empty client id")
+	}
+	now := s.now()
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		sess, ok, err := getJSON[storage.Session](bkt(tx, bucketSessions), []byte(sessionID))
+		if err != nil {
+			return err
+		}
+		if !ok || expired(sess.ExpiresAt, now) {
+			return storage.ErrNotFound
+		}
+		if slices.Contains(sess.Clients, clientID) {
+			return nil
+		}
+		sess.Clients = append(sess.Clients, clientID)
+		raw, err := encode(sess)
+		if err != nil {
+			return err
+		}
+		return putExpiring(tx, bucketSessions, []byte(sessionID), raw, sess.ExpiresAt)
+	})
+}
+
+// EndSession deletes the live session and, in the same write transaction, revokes every refresh
+// family linked to it (session_families) and drops those links. Revoking a family is what kills
+// its access tokens and rotated descendants too.
+func (s *Store) EndSession(ctx context.Context, id string) (sess storage.Session, err error) {
+	defer wrap(&err, "end session")
+	if err := ctx.Err(); err != nil {
+		return sess, err
+	}
+	now := s.now()
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		got, ok, err := getJSON[storage.Session](bkt(tx, bucketSessions), []byte(id))
+		if err != nil {
+			return err
+		}
+		if !ok || expired(got.ExpiresAt, now) {
+			return storage.ErrNotFound
+		}
+		prefix := lenPrefix(id)
+		for _, k := range prefixKeys(tx, bucketSessionFamilies, prefix) {
+			familyID := string(k[len(prefix):])
+			if err := revokeFamily(tx, familyID); err != nil {
+				return fmt.Errorf("revoke refresh family %q: %w", familyID, err)
+			}
+		}
+		if err := dropSessionLinks(tx, id); err != nil {
+			return err
+		}
+		if err := deleteExpiring(tx, bucketSessions, []byte(id)); err != nil {
+			return err
+		}
+		sess = got
+		return nil
+	})
+	if err != nil {
+		return storage.Session{}, err
+	}
+	return sess, nil
+}
+
+// dropSessionLinks removes the session's session_families entries (and their index entries).
+func dropSessionLinks(tx *bbolt.Tx, sessionID string) error {
+	for _, k := range prefixKeys(tx, bucketSessionFamilies, lenPrefix(sessionID)) {
+		if err := deleteExpiring(tx, bucketSessionFamilies, k); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,63 @@ type accessRecord struct {
 type familyRecord struct {
 	Revoked   bool      `json:"revoked,omitempty"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// SessionID and AuthRequestID say which links lead to the family (session_families,
+	// auth_request_tokens); extendFamily moves their expiry along with the family's.
+	SessionID     string `json:"session_id,omitempty"`
+	AuthRequestID string `json:"auth_request_id,omitempty"`
+}
+
+// linkRecord is the value of the link buckets (auth_request_tokens, session_families): only an
+// expiry, so that the links are swept like every other expiring record.
+type linkRecord struct {
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Kinds of auth_request_tokens entries: the byte after the auth request id's length prefix.
+const (
+	linkAccess   byte = 'a' // followed by an access token id
+	linkFamily   byte = 'f' // followed by a refresh family id
+	linkReplayed byte = 'x' // alone: a code of the request was presented again
+)
+
+// arTokenKey is the auth_request_tokens key len16(ar id) ‖ ar id ‖ kind ‖ id.
+func arTokenKey(authRequestID string, kind byte, id string) []byte {
+	k := append(lenPrefix(authRequestID), kind)
+	return append(k, id...)
+}
+
+// sessionFamilyKey is the session_families key len16(session id) ‖ session id ‖ family id.
+func sessionFamilyKey(sessionID, familyID string) []byte {
+	return append(lenPrefix(sessionID), familyID...)
+}
+
+// putLink creates or replaces a link entry expiring at exp.
+func putLink(tx *bbolt.Tx, bucket string, key []byte, exp time.Time) error {
+	raw, err := encode(linkRecord{ExpiresAt: exp})
+	if err != nil {
+		return err
+	}
+	return putExpiring(tx, bucket, key, raw, exp)
+}
+
+// moveLink gives an existing link entry the expiry exp; a missing one (swept, or dropped with
+// its session) is not recreated.
+func moveLink(tx *bbolt.Tx, bucket string, key []byte, exp time.Time) error {
+	if bkt(tx, bucket).Get(key) == nil {
+		return nil
+	}
+	return putLink(tx, bucket, key, exp)
+}
+
+// prefixKeys returns copies of the bucket's keys that start with prefix (copies: the caller
+// deletes or writes while it works through them, which invalidates cursor-owned slices).
+func prefixKeys(tx *bbolt.Tx, bucket string, prefix []byte) [][]byte {
+	var keys [][]byte
+	c := bkt(tx, bucket).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, bytes.Clone(k))
+	}
+	return keys
 }
 
 // checkFamily returns ErrRevoked when the family is revoked or unknown. An unknown family means
@@ -46,7 +104,7 @@ func checkFamily(tx *bbolt.Tx, familyID string) error {
 	return nil
 }
 
-// extendFamily makes the family record live at least until exp.
+// extendFamily makes the family record, and the links leading to it, live at least until exp.
 func extendFamily(tx *bbolt.Tx, familyID string, exp time.Time) error {
 	fam, ok, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
 	if err != nil || !ok || !exp.After(fam.ExpiresAt) {
@@ -57,7 +115,80 @@ func extendFamily(tx *bbolt.Tx, familyID string, exp time.Time) error {
 	if err != nil {
 		return err
 	}
-	return putExpiring(tx, bucketFamilies, []byte(familyID), raw, fam.ExpiresAt)
+	if err := putExpiring(tx, bucketFamilies, []byte(familyID), raw, fam.ExpiresAt); err != nil {
+		return err
+	}
+	if fam.SessionID != "" {
+		if err := moveLink(tx, bucketSessionFamilies, sessionFamilyKey(fam.SessionID, familyID), exp); err != nil {
+			return err
+		}
+	}
+	if fam.AuthRequestID != "" {
+		if err := moveLink(tx, bucketARTokens, arTokenKey(fam.AuthRequestID, linkFamily, familyID), exp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// revokeAccess marks the access token revoked; an unknown or already revoked token is left
+// alone.
+func revokeAccess(tx *bbolt.Tx, id string) error {
+	rec, ok, err := getJSON[accessRecord](bkt(tx, bucketAccessTokens), []byte(id))
+	if err != nil || !ok || rec.Revoked {
+		return err
+	}
+	rec.Revoked = true
+	raw, err := encode(rec)
+	if err != nil {
+		return err
+	}
+	return putExpiring(tx, bucketAccessTokens, []byte(id), raw, rec.ExpiresAt)
+}
+
+// revokeIssued revokes every token recorded as issued from the auth request (its access tokens
+// and the families started with them) and marks the request replayed until codeExpires, so that
+// tokens it would still produce — a replay racing the first exchange can land before the
+// winner's CreateTokens — are refused.
+func revokeIssued(tx *bbolt.Tx, authRequestID string, codeExpires time.Time) error {
+	if authRequestID == "" {
+		return nil
+	}
+	prefix := lenPrefix(authRequestID)
+	for _, k := range prefixKeys(tx, bucketARTokens, prefix) {
+		rest := k[len(prefix):]
+		if len(rest) < 2 {
+			continue // the replay marker, or a malformed key
+		}
+		var err error
+		switch id := string(rest[1:]); rest[0] {
+		case linkAccess:
+			err = revokeAccess(tx, id)
+		case linkFamily:
+			err = revokeFamily(tx, id)
+		}
+		if err != nil {
+			return fmt.Errorf("revoke tokens issued from auth request %q: %w", authRequestID, err)
+		}
+	}
+	marker := arTokenKey(authRequestID, linkReplayed, "")
+	old, ok, err := getJSON[linkRecord](bkt(tx, bucketARTokens), marker)
+	if err != nil || (ok && !codeExpires.After(old.ExpiresAt)) {
+		return err
+	}
+	return putLink(tx, bucketARTokens, marker, codeExpires)
+}
+
+// checkNotReplayed fails with ErrRevoked when a code of the auth request has been replayed.
+func checkNotReplayed(tx *bbolt.Tx, authRequestID string, now time.Time) error {
+	m, ok, err := getJSON[linkRecord](bkt(tx, bucketARTokens), arTokenKey(authRequestID, linkReplayed, ""))
+	if err != nil {
+		return err
+	}
+	if ok && !expired(m.ExpiresAt, now) {
+		return fmt.Errorf("auth request %q: a code of it was presented again, its tokens are refused: %w", authRequestID, storage.ErrRevoked)
+	}
+	return nil
 }
 
 // revokeFamily marks the family revoked; an unknown or already revoked family is left alone.
@@ -77,6 +208,11 @@ func revokeFamily(tx *bbolt.Tx, familyID string) error {
 // CreateTokens stores access and, when refresh is not nil, refresh as the first token of a new
 // family, in one (batched) transaction. Taken ids, hashes or family ids give ErrAlreadyExists.
 // An access token naming a family other than the one created here must name a live family.
+//
+// With access.AuthRequestID set, the access token and the new family are linked to the auth
+// request (auth_request_tokens, for ConsumeCode's replay revocation), and an auth request one of
+// whose codes was already replayed gives ErrRevoked. With refresh.SessionID set, the new family
+// is linked to the session (session_families, for EndSession).
 func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, refresh *storage.RefreshToken) (err error) {
 	defer wrap(&err, "create tokens (access %q)", access.ID)
 	if err := ctx.Err(); err != nil {
@@ -100,7 +236,7 @@ func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, re
 		if rawRefresh, err = encode(rt); err != nil {
 			return err
 		}
-		fam := familyRecord{ExpiresAt: rt.ExpiresAt}
+		fam := familyRecord{ExpiresAt: rt.ExpiresAt, SessionID: rt.SessionID, AuthRequestID: access.AuthRequestID}
 		if access.FamilyID == rt.FamilyID && access.ExpiresAt.After(fam.ExpiresAt) {
 			fam.ExpiresAt = access.ExpiresAt
 		}
@@ -109,13 +245,32 @@ func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, re
 			return err
 		}
 	}
+	now := s.now()
 	return s.db.Batch(func(tx *bbolt.Tx) error {
+		if access.AuthRequestID != "" {
+			if err := checkNotReplayed(tx, access.AuthRequestID, now); err != nil {
+				return err
+			}
+			if err := putLink(tx, bucketARTokens, arTokenKey(access.AuthRequestID, linkAccess, access.ID), access.ExpiresAt); err != nil {
+				return err
+			}
+		}
 		if refresh != nil {
 			if err := putNew(tx, bucketFamilies, []byte(refresh.FamilyID), rawFamily, familyExpires, "refresh family"); err != nil {
 				return err
 			}
 			if err := putNew(tx, bucketRefreshTokens, []byte(refresh.Hash), rawRefresh, refresh.ExpiresAt, "refresh token"); err != nil {
 				return err
+			}
+			if access.AuthRequestID != "" {
+				if err := putLink(tx, bucketARTokens, arTokenKey(access.AuthRequestID, linkFamily, refresh.FamilyID), familyExpires); err != nil {
+					return err
+				}
+			}
+			if refresh.SessionID != "" {
+				if err := putLink(tx, bucketSessionFamilies, sessionFamilyKey(refresh.SessionID, refresh.FamilyID), familyExpires); err != nil {
+					return err
+				}
 			}
 		}
 		if access.FamilyID != "" && (refresh == nil || access.FamilyID != refresh.FamilyID) {
@@ -288,18 +443,7 @@ func (s *Store) RevokeAccessToken(ctx context.Context, id string) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
-		rec, ok, err := getJSON[accessRecord](bkt(tx, bucketAccessTokens), []byte(id))
-		if err != nil || !ok || rec.Revoked {
-			return err
-		}
-		rec.Revoked = true
-		raw, err := encode(rec)
-		if err != nil {
-			return err
-		}
-		return putExpiring(tx, bucketAccessTokens, []byte(id), raw, rec.ExpiresAt)
-	})
+	return s.db.Update(func(tx *bbolt.Tx) error { return revokeAccess(tx, id) })
 }
 
 // RevokeRefreshFamily revokes the family with one write; unknown families are not an error.

@@ -58,6 +58,8 @@ func clientCases() []testCase {
 			pub := e.client("cli-public")
 			pub.SecretHash, pub.Public, pub.IDTokenClaims, pub.Source = "", true, false, storage.SourceConfig
 			pub.PostLogoutRedirectURIs = nil
+			pub.AuthMethod, pub.JWKS, pub.JWKSURI = "none", "", ""
+			pub.BackchannelLogoutURI, pub.BackchannelLogoutSessionRequired = "", false
 			noErr(t, e.s.CreateClient(e.ctx, pub), "CreateClient(public)")
 			got, err = e.s.GetClient(e.ctx, "cli-public")
 			noErr(t, err, "GetClient(public)")
@@ -72,6 +74,28 @@ func clientCases() []testCase {
 			got, err := e.s.GetClient(e.ctx, "dup")
 			noErr(t, err, "GetClient")
 			equal(t, got, c, "client after a refused create")
+		}},
+		{"Client/AuthAndLogoutFields", func(t *testing.T, e *env) {
+			// The private_key_jwt and back-channel logout fields round-trip through every write.
+			c := e.client("pkjwt")
+			if c.AuthMethod == "" || c.JWKS == "" || c.JWKSURI == "" || c.BackchannelLogoutURI == "" || !c.BackchannelLogoutSessionRequired {
+				t.Fatalf("builder left a field empty: %+v", c)
+			}
+			noErr(t, e.s.CreateClient(e.ctx, c), "CreateClient")
+			got, err := e.s.GetClient(e.ctx, c.ID)
+			noErr(t, err, "GetClient")
+			equal(t, got, c, "GetClient after CreateClient")
+
+			c.AuthMethod, c.JWKS = "client_secret_basic", ""
+			c.JWKSURI = "https://pkjwt.example/keys"
+			c.BackchannelLogoutURI, c.BackchannelLogoutSessionRequired = "https://pkjwt.example/logout?x=1", false
+			noErr(t, e.s.PutClient(e.ctx, c), "PutClient")
+			got, err = e.s.GetClient(e.ctx, c.ID)
+			noErr(t, err, "GetClient")
+			equal(t, got, c, "GetClient after PutClient")
+			list, err := e.s.ListClients(e.ctx)
+			noErr(t, err, "ListClients")
+			equal(t, list, []storage.Client{c}, "ListClients")
 		}},
 		{"Client/GetMissing", func(t *testing.T, e *env) {
 			_, err := e.s.GetClient(e.ctx, "nope")
@@ -107,6 +131,9 @@ func clientCases() []testCase {
 			c.Name = "Renamed"
 			c.Public, c.SecretHash = true, ""
 			c.UpdatedAt = c.UpdatedAt.Add(time.Hour)
+			// Replacing must drop what the new version leaves empty, not merge.
+			c.AuthMethod, c.JWKS, c.JWKSURI = "client_secret_post", "", ""
+			c.BackchannelLogoutURI, c.BackchannelLogoutSessionRequired = "https://cfg.example/bcl-v2", false
 			noErr(t, e.s.PutClient(e.ctx, c), "PutClient(replace)")
 			got, err = e.s.GetClient(e.ctx, "cfg")
 			noErr(t, err, "GetClient")
@@ -149,6 +176,84 @@ func sessionCases() []testCase {
 			noErr(t, e.s.DeleteSession(e.ctx, "unknown"), "DeleteSession(unknown)")
 			_, err = e.s.GetSession(e.ctx, other.ID)
 			noErr(t, err, "GetSession(other) after deleting the first")
+		}},
+		{"Session/AddClient", func(t *testing.T, e *env) {
+			s := e.session("1", 8*time.Hour) // Clients: ["rp-1"]
+			other := e.session("2", 8*time.Hour)
+			noErr(t, e.s.CreateSession(e.ctx, s), "CreateSession")
+			noErr(t, e.s.CreateSession(e.ctx, other), "CreateSession(other)")
+			for _, c := range []string{"grafana", "gitea", "grafana", "rp-1", "argo", "gitea"} {
+				noErr(t, e.s.AddSessionClient(e.ctx, s.ID, c), "AddSessionClient("+c+")")
+			}
+			want := s
+			want.Clients = []string{"rp-1", "grafana", "gitea", "argo"}
+			got, err := e.s.GetSession(e.ctx, s.ID)
+			noErr(t, err, "GetSession")
+			equal(t, got, want, "session after AddSessionClient: each client once, in order, nothing else changed")
+			got, err = e.s.GetSession(e.ctx, other.ID)
+			noErr(t, err, "GetSession(other)")
+			equal(t, got, other, "other session")
+
+			// A session without clients yet.
+			bare := e.session("3", 8*time.Hour)
+			bare.Clients = nil
+			noErr(t, e.s.CreateSession(e.ctx, bare), "CreateSession(bare)")
+			noErr(t, e.s.AddSessionClient(e.ctx, bare.ID, "grafana"), "AddSessionClient(bare)")
+			got, err = e.s.GetSession(e.ctx, bare.ID)
+			noErr(t, err, "GetSession(bare)")
+			equal(t, got.Clients, []string{"grafana"}, "clients of a session that had none")
+
+			// Mutating a returned session must not reach the store.
+			got.Clients[0] = "evil"
+			got, err = e.s.GetSession(e.ctx, bare.ID)
+			noErr(t, err, "GetSession(bare)")
+			equal(t, got.Clients, []string{"grafana"}, "clients after mutating a returned copy")
+		}},
+		{"Session/AddClientUnknownOrExpired", func(t *testing.T, e *env) {
+			isErr(t, e.s.AddSessionClient(e.ctx, storage.HashSecret("nope"), "grafana"), storage.ErrNotFound, "AddSessionClient(unknown)")
+			_, err := e.s.GetSession(e.ctx, storage.HashSecret("nope"))
+			isErr(t, err, storage.ErrNotFound, "GetSession after AddSessionClient(unknown): no session created")
+			s := e.session("1", time.Hour)
+			noErr(t, e.s.CreateSession(e.ctx, s), "CreateSession")
+			e.clock.Set(s.ExpiresAt)
+			isErr(t, e.s.AddSessionClient(e.ctx, s.ID, "grafana"), storage.ErrNotFound, "AddSessionClient at the session's expiry")
+			e.clock.Set(s.ExpiresAt.Add(-time.Nanosecond))
+			got, err := e.s.GetSession(e.ctx, s.ID)
+			noErr(t, err, "GetSession before expiry")
+			equal(t, got, s, "session after a refused AddSessionClient")
+		}},
+		{"Session/AddClientConcurrent", func(t *testing.T, e *env) {
+			// Read-modify-write: concurrent additions must not overwrite one another.
+			const goroutines = 8
+			for round := range raceRounds {
+				s := e.session(fmt.Sprintf("race-%d", round), 8*time.Hour)
+				s.Clients = nil
+				noErr(t, e.s.CreateSession(e.ctx, s), "CreateSession")
+				clients := ids("client", goroutines)
+				errs := race(goroutines, func(i int) error {
+					if err := e.s.AddSessionClient(e.ctx, s.ID, clients[i]); err != nil {
+						return err
+					}
+					return e.s.AddSessionClient(e.ctx, s.ID, clients[i]) // a duplicate, deduplicated
+				})
+				for i, err := range errs {
+					noErr(t, err, fmt.Sprintf("round %d: AddSessionClient #%d", round, i))
+				}
+				got, err := e.s.GetSession(e.ctx, s.ID)
+				noErr(t, err, "GetSession")
+				if len(got.Clients) != goroutines {
+					t.Fatalf("round %d: session has clients %v, want each of %v exactly once", round, got.Clients, clients)
+				}
+				seen := map[string]bool{}
+				for _, c := range got.Clients {
+					seen[c] = true
+				}
+				for _, c := range clients {
+					if !seen[c] {
+						t.Fatalf("round %d: client %s lost; session has %v", round, c, got.Clients)
+					}
+				}
+			}
 		}},
 		{"Session/Missing", func(t *testing.T, e *env) {
 			_, err := e.s.GetSession(e.ctx, storage.HashSecret("nope"))
@@ -352,6 +457,8 @@ func lifecycleCases() []testCase {
 				{"CreateClient", func() error { return e.s.CreateClient(e.ctx, e.client("d")) }},
 				{"CreateAuthRequest", func() error { return e.s.CreateAuthRequest(e.ctx, e.authRequest("ar", time.Minute)) }},
 				{"PutUser", func() error { return e.s.PutUser(e.ctx, e.user("u")) }},
+				{"AddSessionClient", func() error { return e.s.AddSessionClient(e.ctx, "s", "c") }},
+				{"EndSession", func() error { _, err := e.s.EndSession(e.ctx, "s"); return err }},
 				{"DeleteExpired", func() error { _, err := e.s.DeleteExpired(e.ctx); return err }},
 			}
 			for _, c := range calls {

@@ -84,6 +84,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) storage
 	cases = append(cases, loginStateCases()...)
 	cases = append(cases, tokenCases()...)
 	cases = append(cases, sessionCases()...)
+	cases = append(cases, revocationCases()...)
 	cases = append(cases, userCases()...)
 	cases = append(cases, keyCases()...)
 	cases = append(cases, upstreamCases()...)
@@ -169,16 +170,21 @@ next:
 func (e *env) client(id string) storage.Client {
 	now := e.clock.Now()
 	return storage.Client{
-		ID:                     id,
-		SecretHash:             storage.HashSecret("secret-" + id),
-		Name:                   "Client " + id,
-		RedirectURIs:           []string{"https://" + id + ".example/cb", "http://127.0.0.1:8080/cb"},
-		PostLogoutRedirectURIs: []string{"https://" + id + ".example/bye"},
-		Public:                 false,
-		IDTokenClaims:          true,
-		Source:                 storage.SourceCLI,
-		CreatedAt:              now,
-		UpdatedAt:              now.Add(time.Second),
+		ID:                               id,
+		SecretHash:                       storage.HashSecret("secret-" + id),
+		Name:                             "Client " + id,
+		RedirectURIs:                     []string{"https://" + id + ".example/cb", "http://127.0.0.1:8080/cb"},
+		PostLogoutRedirectURIs:           []string{"https://" + id + ".example/bye"},
+		Public:                           false,
+		IDTokenClaims:                    true,
+		AuthMethod:                       "private_key_jwt",
+		JWKS:                             `{"keys":[{"kty":"EC","crv":"P-256","kid":"` + id + `","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}`,
+		JWKSURI:                          "https://" + id + ".example/jwks.json",
+		BackchannelLogoutURI:             "https://" + id + ".example/backchannel-logout",
+		BackchannelLogoutSessionRequired: true,
+		Source:                           storage.SourceCLI,
+		CreatedAt:                        now,
+		UpdatedAt:                        now.Add(time.Second),
 	}
 }
 
@@ -256,6 +262,7 @@ func (e *env) session(id string, ttl time.Duration) storage.Session {
 		Subject:   "sub-" + id,
 		AuthTime:  now.Add(-time.Second),
 		AMR:       []string{"wecom"},
+		Clients:   []string{"rp-" + id},
 		CreatedAt: now,
 		ExpiresAt: now.Add(ttl),
 	}
@@ -332,6 +339,7 @@ func (e *env) issueFamily(tb testing.TB, family string) (storage.AccessToken, st
 func (e *env) rotate(tb testing.TB, from storage.RefreshToken, n int) (storage.RefreshToken, storage.AccessToken, error) {
 	tb.Helper()
 	next := e.refresh(fmt.Sprintf("%s-%d", from.FamilyID, n), from.FamilyID, 24*time.Hour)
+	next.SessionID = from.SessionID // a family stays under the session it was issued under
 	at := e.access(fmt.Sprintf("%s-%d", from.FamilyID, n), from.FamilyID, time.Hour)
 	at.AuthRequestID = ""
 	return next, at, e.s.RotateRefreshToken(e.ctx, from.Hash, next, at)
