@@ -48,6 +48,9 @@ func (c *client) AuthMethod() oidc.AuthMethod {
 	if c.Public {
 		return oidc.AuthMethodNone
 	}
+	if c.Client.AuthMethod == AuthMethodPrivateKeyJWT {
+		return oidc.AuthMethodPrivateKeyJWT
+	}
 	// The library accepts client_secret_post as well for a basic client (Config.AuthMethodPost).
 	return oidc.AuthMethodBasic
 }

@@ -47,6 +47,10 @@ type harness struct {
 type harnessOptions struct {
 	claims provider.ClaimsConfig
 	seed   func(*wecomsim.Config)
+	// now is the provider's and the store's clock (nil: time.Now), so tests can move time.
+	now func() time.Time
+	// clients are registered along with web, spa and other.
+	clients []storage.Client
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -59,7 +63,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	simSrv := httptest.NewServer(sim)
 	t.Cleanup(simSrv.Close)
 
-	store, err := bolt.Open(filepath.Join(t.TempDir(), "wecom-oidc.db"), bolt.Options{})
+	store, err := bolt.Open(filepath.Join(t.TempDir(), "wecom-oidc.db"), bolt.Options{Now: opts.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,17 +102,25 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		Keys:     keySet,
 		Upstream: conn,
 		Claims:   opts.claims,
+		Now:      opts.now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	handler = p
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("provider close: %v", err)
+		}
+	})
 
-	for _, c := range []storage.Client{
+	for _, c := range append([]storage.Client{
 		{ID: webClientID, SecretHash: storage.HashSecret(webClientSecret), RedirectURIs: []string{webRedirect}, IDTokenClaims: true},
 		{ID: spaClientID, Public: true, RedirectURIs: []string{spaRedirect}, IDTokenClaims: true},
 		{ID: otherClientID, SecretHash: storage.HashSecret(webClientSecret), RedirectURIs: []string{otherRedirect}},
-	} {
+	}, opts.clients...) {
 		c.Source, c.CreatedAt = storage.SourceCLI, time.Now()
 		if err := store.CreateClient(ctx, c); err != nil {
 			t.Fatal(err)

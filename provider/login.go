@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -31,8 +30,6 @@ const (
 
 // wecomStateLen: WeCom accepts [A-Za-z0-9]{0,128} as state; 32 characters carry 190 bits.
 const wecomStateLen = 32
-
-type sessionCtxKey struct{}
 
 // login is where the OP library sends the browser after /authorize (LoginURL). It binds the auth
 // request to this browser, completes it at once from a valid SSO session, and otherwise sends the
@@ -236,7 +233,7 @@ func (p *Provider) startSession(ctx context.Context, w http.ResponseWriter, r *h
 // complete marks the auth request authenticated. It extends the request's life so the code that
 // follows has time to be redeemed even when the person took long at WeCom.
 func (p *Provider) complete(ctx context.Context, id, subject string, authTime time.Time, amr []string, sessionID string) error {
-	_, err := p.store.UpdateAuthRequest(ctx, id, func(a *storage.AuthRequest) error {
+	ar, err := p.store.UpdateAuthRequest(ctx, id, func(a *storage.AuthRequest) error {
 		if a.Done {
 			return storage.ErrConflict
 		}
@@ -246,7 +243,15 @@ func (p *Provider) complete(ctx context.Context, id, subject string, authTime ti
 		}
 		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	// The session's clients are the audience of back-channel logout; missing one there is not
+	// worth failing the sign-in over.
+	if err := p.store.AddSessionClient(ctx, sessionID, ar.ClientID); err != nil {
+		p.log.WarnContext(ctx, "could not record the session's client", "client_id", ar.ClientID, "error", err)
+	}
+	return nil
 }
 
 // rejectToApp ends the login with an OAuth error at the application's (validated) redirect URI,
@@ -283,37 +288,6 @@ func (p *Provider) cookie(name, value string, ttl time.Duration) *http.Cookie {
 		Secure:   p.secure,
 		SameSite: http.SameSiteLaxMode,
 	}
-}
-
-// bindAuthorizeCallback runs inside the OP library's router. On /authorize/callback it refuses a
-// completed auth request presented by a browser other than the one that logged in (the library
-// itself would hand the code to anyone holding the id). For end_session it hands the browser's
-// SSO session to TerminateSession through the context and expires the cookie.
-func (p *Provider) bindAuthorizeCallback(next http.Handler) http.Handler {
-	// The paths are read per request: the interceptor is built inside op.NewProvider, before
-	// p.op is set.
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		callbackPath := strings.TrimSuffix(p.op.AuthorizationEndpoint().Relative(), "/") + "/callback"
-		endSessionPath := p.op.EndSessionEndpoint().Relative()
-		switch {
-		case strings.HasSuffix(r.URL.Path, callbackPath):
-			ar, err := p.store.GetAuthRequest(r.Context(), r.URL.Query().Get("id"))
-			if err != nil {
-				p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "authorize callback: unknown auth request", err)
-				return
-			}
-			if !p.sameBrowser(r, ar.BrowserHash) {
-				p.failPage(w, r, http.StatusBadRequest, msgOtherBrowser, "authorize callback: another browser", nil)
-				return
-			}
-		case strings.HasSuffix(r.URL.Path, endSessionPath):
-			if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
-				r = r.WithContext(context.WithValue(r.Context(), sessionCtxKey{}, storage.HashSecret(c.Value)))
-				http.SetCookie(w, p.cookie(sessionCookie, "", -time.Second))
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // failPage shows the person an error page when there is no validated application to return to.

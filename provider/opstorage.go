@@ -24,8 +24,9 @@ import (
 type opStorage struct{ p *Provider }
 
 var (
-	_ op.Storage                   = (*opStorage)(nil)
-	_ op.CanSetUserinfoFromRequest = (*opStorage)(nil)
+	_ op.Storage                        = (*opStorage)(nil)
+	_ op.CanSetUserinfoFromRequest      = (*opStorage)(nil)
+	_ op.CanTerminateSessionFromRequest = (*opStorage)(nil)
 )
 
 // Token id prefixes let RevokeToken tell what it was handed. None contains ':' (the library
@@ -49,6 +50,9 @@ func newSecret() string {
 // --- auth requests and codes ---
 
 func (s *opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, hintSubject string) (op.AuthRequest, error) {
+	if ctx.Value(requestURICtxKey{}) != nil {
+		return nil, &oidc.Error{ErrorType: "request_uri_not_supported", Description: "request_uri is not supported; send the parameters directly"}
+	}
 	c, err := s.p.store.GetClient(ctx, req.ClientID)
 	if err != nil {
 		return nil, oidc.ErrInvalidClient().WithParent(err)
@@ -103,6 +107,9 @@ func (s *opStorage) AuthRequestByID(ctx context.Context, id string) (op.AuthRequ
 // where single use must be enforced.
 func (s *opStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
 	ar, err := s.p.store.ConsumeCode(ctx, storage.HashSecret(code))
+	if errors.Is(err, storage.ErrAlreadyUsed) {
+		s.p.log.WarnContext(ctx, "authorization code replayed; tokens issued from it revoked")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +129,9 @@ func (s *opStorage) DeleteAuthRequest(ctx context.Context, id string) error {
 func (s *opStorage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (string, time.Time, error) {
 	access := s.newAccessToken(req, "")
 	if err := s.p.store.CreateTokens(ctx, access, nil); err != nil {
+		if errors.Is(err, storage.ErrRevoked) {
+			return "", time.Time{}, oidc.ErrInvalidGrant().WithDescription("the code was replayed").WithParent(err)
+		}
 		return "", time.Time{}, err
 	}
 	return access.ID, access.ExpiresAt, nil
@@ -160,7 +170,10 @@ func (s *opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Tok
 		if errors.Is(err, storage.ErrTokenReused) {
 			s.p.log.WarnContext(ctx, "refresh token reused; family revoked", "family", next.FamilyID, "client", next.ClientID)
 		}
-		return "", "", time.Time{}, oidc.ErrInvalidGrant().WithParent(err)
+		if errors.Is(err, storage.ErrTokenReused) || errors.Is(err, storage.ErrRevoked) || errors.Is(err, storage.ErrNotFound) {
+			return "", "", time.Time{}, oidc.ErrInvalidGrant().WithParent(err)
+		}
+		return "", "", time.Time{}, err
 	}
 	return access.ID, value, access.ExpiresAt, nil
 }
@@ -209,26 +222,6 @@ func (s *opStorage) userActive(ctx context.Context, subject string) error {
 		return fmt.Errorf("provider: user %q is disabled", subject)
 	}
 	return nil
-}
-
-// TerminateSession ends the SSO session of the browser that called end_session (its cookie is
-// put into the context by the interceptor).
-func (s *opStorage) TerminateSession(ctx context.Context, userID, clientID string) error {
-	id, ok := ctx.Value(sessionCtxKey{}).(string)
-	if !ok || id == "" {
-		return nil
-	}
-	sess, err := s.p.store.GetSession(ctx, id)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if userID != "" && sess.Subject != userID {
-		return nil // the hint names someone else; leave this browser's session alone
-	}
-	return s.p.store.DeleteSession(ctx, id)
 }
 
 // GetRefreshTokenInfo answers /revoke for refresh tokens: the id it returns is the family, so
@@ -319,6 +312,17 @@ func (s *opStorage) SetUserinfoFromRequest(ctx context.Context, info *oidc.UserI
 		return fmt.Errorf("provider: claims for %q: %w", req.GetSubject(), err)
 	}
 	s.p.claims.setUserinfo(info, u, scopes)
+	// sid names the SSO session, so a back-channel logout token can be matched to this ID token.
+	var sid string
+	switch r := req.(type) {
+	case *authRequest:
+		sid = r.SessionID
+	case *refreshTokenRequest:
+		sid = r.SessionID
+	}
+	if sid != "" {
+		info.AppendClaims("sid", sid)
+	}
 	return nil
 }
 
@@ -373,12 +377,6 @@ func (s *opStorage) SetIntrospectionFromToken(ctx context.Context, resp *oidc.In
 
 func (s *opStorage) GetPrivateClaimsFromScopes(context.Context, string, string, []string) (map[string]any, error) {
 	return nil, nil
-}
-
-// GetKeyByIDAndClientID: clients have no keys (no private_key_jwt, no JWT-bearer grant yet), so
-// every client-signed JWT is refused here.
-func (s *opStorage) GetKeyByIDAndClientID(context.Context, string, string) (*jose.JSONWebKey, error) {
-	return nil, errors.New("provider: client keys are not supported")
 }
 
 func (s *opStorage) ValidateJWTProfileScopes(context.Context, string, []string) ([]string, error) {

@@ -14,10 +14,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/op"
 	"golang.org/x/text/language"
 
@@ -52,6 +54,10 @@ type Config struct {
 	RefreshTokenTTL time.Duration // default 30 days
 	SessionTTL      time.Duration // SSO session, default 12h
 
+	// HTTPClient makes the provider's own outgoing calls: back-channel logout, clients' jwks_uri.
+	// nil: a client with a 10-second timeout.
+	HTTPClient *http.Client
+
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -66,6 +72,14 @@ type Provider struct {
 	now     func() time.Time
 	secure  bool // issuer is https: cookies get the Secure attribute
 	handler http.Handler
+
+	httpClient *http.Client
+	clientKeys jwksCache
+	assertions jtiCache
+	// bg is the context of background work (back-channel deliveries); Close cancels it.
+	bg         context.Context
+	stopBG     context.CancelFunc
+	deliveries sync.WaitGroup
 }
 
 // New builds the provider.
@@ -91,6 +105,9 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
 	claims, err := newClaimsMapper(cfg.Claims)
 	if err != nil {
 		return nil, err
@@ -106,7 +123,10 @@ func New(cfg Config) (*Provider, error) {
 		log:    cfg.Logger,
 		now:    cfg.Now,
 		secure: issuer.Scheme == "https",
+
+		httpClient: cfg.HTTPClient,
 	}
+	p.bg, p.stopBG = context.WithCancel(context.Background())
 	opStore := &opStorage{p: p}
 	p.op, err = op.NewProvider(&op.Config{
 		CryptoKey:                cfg.Keys.CryptoKey(),
@@ -114,9 +134,13 @@ func New(cfg Config) (*Provider, error) {
 		CodeMethodS256:           true,
 		AuthMethodPost:           true,
 		GrantTypeRefreshToken:    true,
-		SupportedUILocales:       []language.Tag{language.SimplifiedChinese, language.English},
-		SupportedClaims:          supportedClaims,
-		SupportedScopes:          supportedScopes,
+		AuthMethodPrivateKeyJWT:  true,
+		// Back-channel logout is ours (logout.go); the library only advertises it.
+		BackChannelLogoutSupported:        true,
+		BackChannelLogoutSessionSupported: true,
+		SupportedUILocales:                []language.Tag{language.SimplifiedChinese, language.English},
+		SupportedClaims:                   supportedClaims,
+		SupportedScopes:                   supportedScopes,
 	}, opStore, op.StaticIssuer(cfg.Issuer), p.opOptions(issuer)...)
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
@@ -127,10 +151,16 @@ func New(cfg Config) (*Provider, error) {
 
 func (p *Provider) opOptions(issuer *url.URL) []op.Option {
 	opts := []op.Option{
-		op.WithHttpInterceptors(p.bindAuthorizeCallback),
-		// No CORS until the registered origins are wired (browser clients come with PKCE SPAs);
-		// the library's default reflects every origin with credentials.
-		op.WithCORSOptions(nil),
+		op.WithHttpInterceptors(p.intercept),
+		// The library's default reflects every origin, with credentials, on every endpoint.
+		op.WithCORSOptions(&cors.Options{
+			AllowOriginVaryRequestFunc: p.corsAllowed,
+			AllowedMethods:             []string{http.MethodGet, http.MethodHead, http.MethodPost},
+			AllowedHeaders:             []string{"Authorization", "Content-Type", "Accept", "DPoP"},
+			ExposedHeaders:             []string{"WWW-Authenticate"},
+			AllowCredentials:           false,
+			MaxAge:                     600,
+		}),
 	}
 	if issuer.Scheme == "http" {
 		opts = append(opts, op.WithAllowInsecure())
@@ -217,5 +247,5 @@ var supportedClaims = []string{
 	"sub", "aud", "exp", "iat", "iss", "auth_time", "nonce", "amr", "azp", "at_hash", "c_hash",
 	"name", "preferred_username", "nickname", "picture", "gender", "updated_at",
 	"email", "email_verified", "phone_number", "phone_number_verified", "address",
-	"groups", "wecom_corp_id", "wecom_userid", "department", "position",
+	"groups", "sid", "wecom_corp_id", "wecom_userid", "department", "position",
 }

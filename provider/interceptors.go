@@ -1,0 +1,247 @@
+package provider
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
+)
+
+// Context keys set by intercept for the storage adapter, which sees only a context.
+type (
+	sessionCtxKey    struct{} // HashSecret of the browser's SSO session cookie (end_session)
+	requestURICtxKey struct{} // the authorization request carried request_uri
+)
+
+// intercept runs inside the OP library's router (after its CORS and issuer middleware) and adds
+// what the library leaves out:
+//   - discovery that advertises only what works (see discovery);
+//   - request_uri refused as unsupported instead of silently ignored;
+//   - /authorize/callback bound to the browser that logged in: the library would hand the code
+//     to anyone holding the auth request id;
+//   - end_session told which browser session to end, and the session cookie expired once the
+//     logout has succeeded.
+func (p *Provider) intercept(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The paths are read per request: interceptors are built inside op.NewProvider, before
+		// p.op is set.
+		authorizePath := p.op.AuthorizationEndpoint().Relative()
+		switch path := r.URL.Path; {
+		case strings.HasSuffix(path, oidc.DiscoveryEndpoint):
+			op.Discover(w, p.discovery(r.Context()))
+			return
+		case strings.HasSuffix(path, strings.TrimSuffix(authorizePath, "/")+"/callback"):
+			ar, err := p.store.GetAuthRequest(r.Context(), r.URL.Query().Get("id"))
+			if err != nil {
+				p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "authorize callback: unknown auth request", err)
+				return
+			}
+			if !p.sameBrowser(r, ar.BrowserHash) {
+				p.failPage(w, r, http.StatusBadRequest, msgOtherBrowser, "authorize callback: another browser", nil)
+				return
+			}
+		case strings.HasSuffix(path, authorizePath):
+			if r.FormValue("request_uri") != "" {
+				r = r.WithContext(context.WithValue(r.Context(), requestURICtxKey{}, true))
+			}
+		case strings.HasSuffix(path, p.op.TokenEndpoint().Relative()),
+			strings.HasSuffix(path, p.op.RevocationEndpoint().Relative()):
+			if desc := p.checkClientAssertion(r); desc != "" {
+				writeOAuthError(w, http.StatusUnauthorized, "invalid_client", desc, "")
+				return
+			}
+			// RFC 6749 §5.1: responses carrying tokens must not be cached.
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Set("Pragma", "no-cache")
+		case strings.HasSuffix(path, p.op.UserinfoEndpoint().Relative()):
+			w = &errorRewriter{ResponseWriter: w, rewrite: userinfoError(r)}
+		case strings.HasSuffix(path, p.op.IntrospectionEndpoint().Relative()):
+			if desc := p.checkClientAssertion(r); desc != "" {
+				writeOAuthError(w, http.StatusUnauthorized, "invalid_client", desc, "")
+				return
+			}
+			if err := postCredentialsToBasic(r); err != nil {
+				writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the request body does not parse", "")
+				return
+			}
+			w = &errorRewriter{ResponseWriter: w, rewrite: func(status int) (int, string, string, string, bool) {
+				if status != http.StatusUnauthorized {
+					return 0, "", "", "", false
+				}
+				return http.StatusUnauthorized, "invalid_client", "client authentication failed", `Basic realm="wecom-oidc"`, true
+			}}
+		case strings.HasSuffix(path, p.op.EndSessionEndpoint().Relative()):
+			if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
+				r = r.WithContext(context.WithValue(r.Context(), sessionCtxKey{}, storage.HashSecret(c.Value)))
+				w = &expireOnRedirect{ResponseWriter: w, cookie: p.cookie(sessionCookie, "", -time.Second)}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// expireOnRedirect adds an expiring Set-Cookie to a redirect response: end_session redirects only
+// when the logout succeeded, and a refused logout (a forged id_token_hint) must keep the session.
+type expireOnRedirect struct {
+	http.ResponseWriter
+	cookie *http.Cookie
+}
+
+func (e *expireOnRedirect) WriteHeader(status int) {
+	if status == http.StatusFound || status == http.StatusSeeOther {
+		http.SetCookie(e.ResponseWriter, e.cookie)
+	}
+	e.ResponseWriter.WriteHeader(status)
+}
+
+// postCredentialsToBasic moves client_secret_post credentials into an Authorization header:
+// the library's introspection endpoint accepts only Basic (and private_key_jwt), while clients
+// use one authentication method for every endpoint (openid-client defaults to post).
+func postCredentialsToBasic(r *http.Request) error {
+	if r.Method != http.MethodPost || r.Header.Get("Authorization") != "" {
+		return nil
+	}
+	if err := r.ParseForm(); err != nil {
+		return err
+	}
+	id, secret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	if id == "" || secret == "" {
+		return nil
+	}
+	for _, v := range []url.Values{r.PostForm, r.Form} {
+		v.Del("client_id")
+		v.Del("client_secret")
+	}
+	// RFC 6749 §2.3.1: the Basic credentials are form-encoded first; the library decodes them.
+	r.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	return nil
+}
+
+// userinfoError turns the library's userinfo failures into RFC 6750 §3.1 answers: 401 with a
+// WWW-Authenticate challenge, invalid_token when a token was presented.
+func userinfoError(r *http.Request) func(int) (int, string, string, string, bool) {
+	return func(status int) (int, string, string, string, bool) {
+		if status != http.StatusUnauthorized && status != http.StatusForbidden {
+			return 0, "", "", "", false
+		}
+		if r.Header.Get("Authorization") == "" && r.FormValue("access_token") == "" {
+			return http.StatusUnauthorized, "invalid_request", "no access token", `Bearer realm="wecom-oidc"`, true
+		}
+		return http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired or revoked",
+			`Bearer realm="wecom-oidc", error="invalid_token"`, true
+	}
+}
+
+// errorRewriter replaces an error response of the library (plain text, or a bare JSON object)
+// with an OAuth error document. rewrite decides from the status: the new status, error code,
+// description, WWW-Authenticate value, and whether to rewrite at all.
+type errorRewriter struct {
+	http.ResponseWriter
+	rewrite   func(status int) (int, string, string, string, bool)
+	swallowed bool
+}
+
+func (e *errorRewriter) WriteHeader(status int) {
+	newStatus, code, desc, challenge, ok := e.rewrite(status)
+	if !ok {
+		e.ResponseWriter.WriteHeader(status)
+		return
+	}
+	e.swallowed = true
+	e.Header().Del("X-Content-Type-Options")
+	writeOAuthError(e.ResponseWriter, newStatus, code, desc, challenge)
+}
+
+func (e *errorRewriter) Write(b []byte) (int, error) {
+	if e.swallowed {
+		return len(b), nil // the library's own error body, replaced
+	}
+	return e.ResponseWriter.Write(b)
+}
+
+// writeOAuthError writes {"error","error_description"} with the status and an optional challenge.
+func writeOAuthError(w http.ResponseWriter, status int, code, desc, challenge string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	if challenge != "" {
+		h.Set("WWW-Authenticate", challenge)
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}
+
+// discovery is the library's discovery document, corrected to advertise only what this provider
+// does: the code flow, the two grants its clients hold, no device flow, no request objects.
+func (p *Provider) discovery(ctx context.Context) *oidc.DiscoveryConfiguration {
+	d := op.CreateDiscoveryConfig(ctx, p.op, p.op.Storage())
+	d.ResponseTypesSupported = []string{string(oidc.ResponseTypeCode)}
+	d.GrantTypesSupported = []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken}
+	d.DeviceAuthorizationEndpoint = ""
+	d.CheckSessionIframe = ""
+	d.RequestParameterSupported = false
+	d.RequestURIParameterSupported = false
+	d.RequestObjectSigningAlgValuesSupported = nil
+	d.ClaimsParameterSupported = false
+	d.ResponseModesSupported = []string{string(oidc.ResponseModeQuery), string(oidc.ResponseModeFormPost)}
+	// postCredentialsToBasic makes client_secret_post work at introspection too.
+	d.IntrospectionEndpointAuthMethodsSupported = []oidc.AuthMethod{oidc.AuthMethodBasic, oidc.AuthMethodPost, oidc.AuthMethodPrivateKeyJWT}
+	return d
+}
+
+// corsAllowed decides CORS (RFC 9700 §2.6): only for the endpoints a browser app calls across
+// origins, never the authorization endpoint, and only for origins of registered redirect URIs.
+func (p *Provider) corsAllowed(r *http.Request, origin string) (bool, []string) {
+	path := r.URL.Path
+	allowedPath := false
+	for _, e := range []string{
+		oidc.DiscoveryEndpoint,
+		p.op.KeysEndpoint().Relative(),
+		p.op.TokenEndpoint().Relative(),
+		p.op.UserinfoEndpoint().Relative(),
+		p.op.RevocationEndpoint().Relative(),
+		p.op.IntrospectionEndpoint().Relative(),
+	} {
+		if strings.HasSuffix(path, e) {
+			allowedPath = true
+			break
+		}
+	}
+	if !allowedPath {
+		return false, nil
+	}
+	clients, err := p.store.ListClients(r.Context())
+	if err != nil {
+		p.log.WarnContext(r.Context(), "CORS: list clients", "error", err)
+		return false, nil
+	}
+	for _, c := range clients {
+		for _, uri := range c.RedirectURIs {
+			if originOf(uri) == origin {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// originOf returns scheme://host[:port] of an absolute URL, or "".
+func originOf(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return ""
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	host, _, _ = strings.Cut(host, "?")
+	if host == "" || strings.Contains(host, "@") {
+		return ""
+	}
+	return strings.ToLower(scheme) + "://" + strings.ToLower(host)
+}
