@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
+	"reflect"
 	"strings"
 	"time"
 
@@ -101,17 +101,22 @@ func reconcileClients(ctx context.Context, store storage.Store, clients []Client
 	for _, cc := range clients {
 		wanted[cc.ID] = true
 		c := storage.Client{
-			ID:                     cc.ID,
-			Name:                   cc.Name,
-			RedirectURIs:           cc.RedirectURIs,
-			PostLogoutRedirectURIs: cc.PostLogoutRedirectURIs,
-			Public:                 cc.Public,
-			IDTokenClaims:          cc.WantsIDTokenClaims(),
-			Source:                 storage.SourceConfig,
-			CreatedAt:              now,
-			UpdatedAt:              now,
+			ID:                               cc.ID,
+			Name:                             cc.Name,
+			RedirectURIs:                     cc.RedirectURIs,
+			PostLogoutRedirectURIs:           cc.PostLogoutRedirectURIs,
+			Public:                           cc.Public,
+			IDTokenClaims:                    cc.WantsIDTokenClaims(),
+			AuthMethod:                       cc.TokenEndpointAuthMethod,
+			JWKS:                             cc.JWKS,
+			JWKSURI:                          cc.JWKSURI,
+			BackchannelLogoutURI:             cc.BackchannelLogoutURI,
+			BackchannelLogoutSessionRequired: cc.BackchannelLogoutSessionRequired,
+			Source:                           storage.SourceConfig,
+			CreatedAt:                        now,
+			UpdatedAt:                        now,
 		}
-		if !cc.Public {
+		if !cc.Public && cc.Secret != "" {
 			c.SecretHash = storage.HashSecret(cc.Secret)
 		}
 		if prev, ok := byID[cc.ID]; ok {
@@ -138,9 +143,9 @@ func reconcileClients(ctx context.Context, store storage.Store, clients []Client
 }
 
 func sameClient(a, b storage.Client) bool {
-	return a.SecretHash == b.SecretHash && a.Name == b.Name && a.Public == b.Public &&
-		a.IDTokenClaims == b.IDTokenClaims && slices.Equal(a.RedirectURIs, b.RedirectURIs) &&
-		slices.Equal(a.PostLogoutRedirectURIs, b.PostLogoutRedirectURIs)
+	// Every field but the timestamps: a changed key set or logout URI must be written too.
+	a.CreatedAt, a.UpdatedAt, b.CreatedAt, b.UpdatedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	return reflect.DeepEqual(a, b)
 }
 
 // sweep deletes expired records every interval until ctx ends; done is closed when it has stopped.

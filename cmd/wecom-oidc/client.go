@@ -8,16 +8,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/wecom-oidc/wecom-oidc/provider"
 	"github.com/wecom-oidc/wecom-oidc/storage"
 )
 
 const clientUsage = `usage:
   wecom-oidc client add --id ID --redirect-uri URI [--redirect-uri URI ...] [--name NAME]
                         [--post-logout-redirect-uri URI ...] [--public] [--no-id-token-claims]
+                        [--backchannel-logout-uri URI]
+                        [--auth-method private_key_jwt (--jwks-file FILE | --jwks-uri URI)]
   wecom-oidc client list
   wecom-oidc client show ID
   wecom-oidc client remove ID
@@ -31,9 +35,10 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 	sub, rest := args[0], args[1:]
 	fs, configPath := newFlagSet("client "+sub, getenv, stderr)
 	var (
-		id, name             string
-		redirects, logouts   stringList
-		public, noIDTokenCls bool
+		id, name, backchannel         string
+		authMethod, jwksFile, jwksURI string
+		redirects, logouts            stringList
+		public, noIDTokenCls          bool
 	)
 	if sub == "add" {
 		fs.StringVar(&id, "id", "", "client id ([A-Za-z0-9._-], at most 64)")
@@ -42,6 +47,10 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 		fs.Var(&logouts, "post-logout-redirect-uri", "post-logout redirect URI (repeatable)")
 		fs.BoolVar(&public, "public", false, "public client: no secret, PKCE required (SPAs, native apps)")
 		fs.BoolVar(&noIDTokenCls, "no-id-token-claims", false, "put profile claims in userinfo only, not in the ID token")
+		fs.StringVar(&backchannel, "backchannel-logout-uri", "", "where to POST logout tokens when a session ends")
+		fs.StringVar(&authMethod, "auth-method", "", "token endpoint authentication: client_secret_basic (default) or private_key_jwt")
+		fs.StringVar(&jwksFile, "jwks-file", "", "private_key_jwt: file holding the client's public JSON Web Key Set")
+		fs.StringVar(&jwksURI, "jwks-uri", "", "private_key_jwt: URL where the client publishes its keys")
 	}
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -60,10 +69,19 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 		if fs.NArg() > 0 {
 			return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 		}
-		return clientAdd(ctx, open, stdout, storage.Client{
+		c := storage.Client{
 			ID: id, Name: name, RedirectURIs: redirects, PostLogoutRedirectURIs: logouts,
-			Public: public, IDTokenClaims: !noIDTokenCls,
-		})
+			Public: public, IDTokenClaims: !noIDTokenCls, BackchannelLogoutURI: backchannel,
+			AuthMethod: authMethod, JWKSURI: jwksURI,
+		}
+		if jwksFile != "" {
+			raw, err := os.ReadFile(jwksFile)
+			if err != nil {
+				return fmt.Errorf("--jwks-file: %w", err)
+			}
+			c.JWKS = string(raw)
+		}
+		return clientAdd(ctx, open, stdout, c)
 	case "list":
 		return withStore(open, func(s storage.Store) error { return clientList(ctx, s, stdout) })
 	case "show", "remove":
@@ -97,7 +115,7 @@ func clientAdd(ctx context.Context, open func() (storage.Store, error), stdout i
 		return err
 	}
 	var secret string
-	if !c.Public {
+	if !c.Public && c.AuthMethod != provider.AuthMethodPrivateKeyJWT {
 		b := make([]byte, 32) // 256 bits
 		rand.Read(b)
 		secret = base64.RawURLEncoding.EncodeToString(b)
@@ -113,10 +131,13 @@ func clientAdd(ctx context.Context, open func() (storage.Store, error), stdout i
 			return err
 		}
 		fmt.Fprintf(stdout, "client_id:     %s\n", c.ID)
-		if secret != "" {
+		switch {
+		case secret != "":
 			fmt.Fprintf(stdout, "client_secret: %s\n(shown once; only its hash is stored)\n", secret)
-		} else {
+		case c.Public:
 			fmt.Fprintln(stdout, "public client: no secret; PKCE (S256) is required")
+		default:
+			fmt.Fprintln(stdout, "private_key_jwt client: authenticates with a JWT signed by its own key")
 		}
 		return nil
 	})
@@ -136,6 +157,30 @@ func validateClient(c storage.Client) error {
 	}
 	for _, raw := range c.PostLogoutRedirectURIs {
 		checkRedirectURI(&ps, "--post-logout-redirect-uri", raw)
+	}
+	if c.BackchannelLogoutURI != "" {
+		checkRedirectURI(&ps, "--backchannel-logout-uri", c.BackchannelLogoutURI)
+	}
+	switch c.AuthMethod {
+	case "", "client_secret_basic", "client_secret_post":
+		if c.JWKS != "" || c.JWKSURI != "" {
+			ps.add("--auth-method", "--jwks-file and --jwks-uri need private_key_jwt")
+		}
+	case provider.AuthMethodPrivateKeyJWT:
+		switch {
+		case c.Public:
+			ps.add("--auth-method", "a public client authenticates with PKCE only")
+		case (c.JWKS == "") == (c.JWKSURI == ""):
+			ps.add("--jwks-file", "private_key_jwt needs exactly one of --jwks-file, --jwks-uri")
+		case c.JWKS != "":
+			if msg := checkPublicJWKS(c.JWKS); msg != "" {
+				ps.add("--jwks-file", "%s", msg)
+			}
+		default:
+			checkBaseURL(&ps, "--jwks-uri", c.JWKSURI)
+		}
+	default:
+		ps.add("--auth-method", "must be client_secret_basic, client_secret_post or private_key_jwt")
 	}
 	if len(ps) > 0 {
 		return &ValidationError{Problems: ps}
@@ -171,6 +216,15 @@ func clientShow(ctx context.Context, s storage.Store, id string, stdout io.Write
 	fmt.Fprintf(stdout, "redirect_uris:             %s\n", strings.Join(c.RedirectURIs, " "))
 	fmt.Fprintf(stdout, "post_logout_redirect_uris: %s\n", strings.Join(c.PostLogoutRedirectURIs, " "))
 	fmt.Fprintf(stdout, "id_token_claims:           %t\n", c.IDTokenClaims)
+	if c.AuthMethod != "" {
+		fmt.Fprintf(stdout, "auth_method:               %s\n", c.AuthMethod)
+	}
+	if c.JWKSURI != "" {
+		fmt.Fprintf(stdout, "jwks_uri:                  %s\n", c.JWKSURI)
+	}
+	if c.BackchannelLogoutURI != "" {
+		fmt.Fprintf(stdout, "backchannel_logout_uri:    %s\n", c.BackchannelLogoutURI)
+	}
 	fmt.Fprintf(stdout, "created:                   %s\n", c.CreatedAt.Format(time.RFC3339))
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
@@ -104,6 +105,14 @@ type ClientConfig struct {
 	PostLogoutRedirectURIs []string `koanf:"post_logout_redirect_uris"`
 	Public                 bool     `koanf:"public"`          // true: no secret, PKCE required
 	IDTokenClaims          *bool    `koanf:"id_token_claims"` // profile claims in the ID token too; nil = true
+	// TokenEndpointAuthMethod is client_secret_basic (default; client_secret_post is accepted too),
+	// client_secret_post, or private_key_jwt (then JWKS or JWKSURI, and no secret).
+	TokenEndpointAuthMethod string `koanf:"token_endpoint_auth_method"`
+	JWKS                    string `koanf:"jwks"`     // inline JSON Web Key Set (public keys)
+	JWKSURI                 string `koanf:"jwks_uri"` // where the client publishes its keys
+	// BackchannelLogoutURI receives a logout token when a session that signed in here ends.
+	BackchannelLogoutURI             string `koanf:"backchannel_logout_uri"`
+	BackchannelLogoutSessionRequired bool   `koanf:"backchannel_logout_session_required"`
 
 	resolved secretResolution
 }
@@ -655,11 +664,42 @@ func (cl *ClientConfig) validate(ps *problems, prefix string) {
 			sources = append(sources, s.key)
 		}
 	}
+	if cl.BackchannelLogoutURI != "" {
+		checkRedirectURI(ps, prefix+"backchannel_logout_uri", cl.BackchannelLogoutURI)
+	}
 	if cl.Public {
 		for _, s := range sources {
 			ps.add(prefix+s, "a public client must not have a secret")
 		}
+		if cl.TokenEndpointAuthMethod != "" && cl.TokenEndpointAuthMethod != "none" {
+			ps.add(prefix+"token_endpoint_auth_method", "a public client authenticates with none (PKCE)")
+		}
 		return
+	}
+	switch cl.TokenEndpointAuthMethod {
+	case "", "client_secret_basic", "client_secret_post":
+		if cl.JWKS != "" || cl.JWKSURI != "" {
+			ps.add(prefix+"token_endpoint_auth_method", "jwks and jwks_uri need private_key_jwt")
+		}
+	case "private_key_jwt":
+		for _, s := range sources {
+			ps.add(prefix+s, "a private_key_jwt client has no secret")
+		}
+		switch {
+		case cl.JWKS == "" && cl.JWKSURI == "":
+			ps.add(prefix+"jwks", "private_key_jwt needs jwks or jwks_uri")
+		case cl.JWKS != "" && cl.JWKSURI != "":
+			ps.add(prefix+"jwks", "set only one of jwks, jwks_uri")
+		case cl.JWKS != "":
+			if msg := checkPublicJWKS(cl.JWKS); msg != "" {
+				ps.add(prefix+"jwks", "%s", msg)
+			}
+		default:
+			checkBaseURL(ps, prefix+"jwks_uri", cl.JWKSURI)
+		}
+		return
+	default:
+		ps.add(prefix+"token_endpoint_auth_method", "must be client_secret_basic, client_secret_post or private_key_jwt, got %q", cl.TokenEndpointAuthMethod)
 	}
 	switch {
 	case len(sources) == 0:
@@ -673,6 +713,23 @@ func (cl *ClientConfig) validate(ps *problems, prefix string) {
 	case utf8.RuneCountInString(cl.Secret) < minClientSecretLen:
 		ps.add(prefix+sources[0], "the secret must be at least %d characters", minClientSecretLen)
 	}
+}
+
+// checkPublicJWKS returns why raw is not a usable JSON Web Key Set of public signing keys, or "".
+func checkPublicJWKS(raw string) string {
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal([]byte(raw), &set); err != nil {
+		return "not a JSON Web Key Set: " + err.Error()
+	}
+	if len(set.Keys) == 0 {
+		return "has no keys"
+	}
+	for _, k := range set.Keys {
+		if !k.IsPublic() {
+			return "must hold public keys only (a private key " + k.KeyID + " was found)"
+		}
+	}
+	return ""
 }
 
 // validClientID reports whether id matches [A-Za-z0-9._-]{1,64}.

@@ -92,10 +92,13 @@ func TestConfigExampleLoadsAndValidates(t *testing.T) {
 	if c.WeCom.Secret != "wecom-corp-secret" {
 		t.Errorf("wecom.secret = %q, want it from the environment", c.WeCom.Secret)
 	}
-	if len(c.Clients) != 2 {
-		t.Fatalf("got %d clients, want 2", len(c.Clients))
+	if len(c.Clients) != 3 {
+		t.Fatalf("got %d clients, want 3", len(c.Clients))
 	}
-	grafana, spa := c.Clients[0], c.Clients[1]
+	grafana, keycloak, spa := c.Clients[0], c.Clients[1], c.Clients[2]
+	if keycloak.TokenEndpointAuthMethod != "private_key_jwt" || keycloak.JWKSURI == "" || keycloak.Secret != "" {
+		t.Errorf("keycloak client = %+v", keycloak)
+	}
 	if grafana.ID != "grafana" || grafana.Secret != "grafana-secret-0123456789" || grafana.Public {
 		t.Errorf("grafana client = %+v", grafana)
 	}
@@ -875,5 +878,40 @@ func TestWantsIDTokenClaims(t *testing.T) {
 		if got := (ClientConfig{IDTokenClaims: tc.v}).WantsIDTokenClaims(); got != tc.want {
 			t.Errorf("WantsIDTokenClaims(%v) = %v, want %v", tc.v, got, tc.want)
 		}
+	}
+}
+
+// TestClientAuthMethodRules: the private_key_jwt and back-channel client keys.
+func TestClientAuthMethodRules(t *testing.T) {
+	const pub = `{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}`
+	const priv = `{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM","d":"870MB6gfuTJ4HtUnUvYMyJpr5eUZNP4Bk43bVdj3eAE"}]}`
+	tests := []struct {
+		name string
+		cl   ClientConfig
+		want []string
+	}{
+		{"private_key_jwt with inline public keys", ClientConfig{TokenEndpointAuthMethod: "private_key_jwt", JWKS: pub}, nil},
+		{"private_key_jwt with jwks_uri", ClientConfig{TokenEndpointAuthMethod: "private_key_jwt", JWKSURI: "https://rp.example/jwks"}, nil},
+		{"private_key_jwt without keys", ClientConfig{TokenEndpointAuthMethod: "private_key_jwt"}, []string{"clients[0].jwks"}},
+		{"private_key_jwt with both", ClientConfig{TokenEndpointAuthMethod: "private_key_jwt", JWKS: pub, JWKSURI: "https://rp.example/jwks"}, []string{"clients[0].jwks"}},
+		{"private key material refused", ClientConfig{TokenEndpointAuthMethod: "private_key_jwt", JWKS: priv}, []string{"clients[0].jwks"}},
+		{"private_key_jwt with a secret", ClientConfig{TokenEndpointAuthMethod: "private_key_jwt", JWKS: pub, Secret: "0123456789abcdef0"}, []string{"clients[0].secret"}},
+		{"jwks without private_key_jwt", ClientConfig{Secret: "0123456789abcdef0", JWKS: pub}, []string{"clients[0].token_endpoint_auth_method"}},
+		{"unknown method", ClientConfig{Secret: "0123456789abcdef0", TokenEndpointAuthMethod: "tls_client_auth"}, []string{"clients[0].token_endpoint_auth_method"}},
+		{"bad back-channel URI", ClientConfig{Secret: "0123456789abcdef0", BackchannelLogoutURI: "javascript:alert(1)"}, []string{"clients[0].backchannel_logout_uri"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cl.ID, tt.cl.RedirectURIs = "c", []string{"https://rp.example/cb"}
+			var ps problems
+			tt.cl.validate(&ps, "clients[0].")
+			var got []string
+			for _, p := range ps {
+				got = append(got, p.Key)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("problems %v, want keys %v", ps, tt.want)
+			}
+		})
 	}
 }

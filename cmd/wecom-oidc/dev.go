@@ -71,6 +71,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			Name:         "wecom-oidc demo",
 			Secret:       demoSecret,
 			RedirectURIs: []string{issuer + demoCallbackPath},
+			// Logging out of the demo returns to it.
+			PostLogoutRedirectURIs: []string{issuer + demoPrefix},
 		})
 		demo := newDemo(issuer, devClientID, demoSecret)
 		return func(mux *http.ServeMux, _ http.Handler) {
@@ -88,11 +90,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
   client id      %s
   client secret  %s
   redirect URI   %s%s
+  after logout   %s%s
   WeCom members  zhangsan 张三, lisi 李四, wangwu 王五 (no e-mail), zhaoliu 赵六 (disabled), outsider (not a member)
   database       %s
 
 Press Ctrl-C to stop.
-`, version, issuer, issuer, issuer, demoPrefix, devClientID, demoSecret, issuer, demoCallbackPath, cfg.Storage.Path)
+`, version, issuer, issuer, issuer, demoPrefix, devClientID, demoSecret, issuer, demoCallbackPath, issuer, demoPrefix, cfg.Storage.Path)
 	}
 	return serveProvider(ctx, cfg, log, serveOptions{prepare: prepare, ready: ready})
 }

@@ -96,5 +96,10 @@ func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serv
 	err = serveUntilDone(ctx, ln, handler, log)
 	stopSweep()
 	<-swept
+	closeCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if cerr := p.Close(closeCtx); cerr != nil {
+		log.Warn("shutdown", "error", cerr)
+	}
 	return err
 }
