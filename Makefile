@@ -22,6 +22,10 @@ run: ## Start the provider in dev mode: simulated WeCom, demo client, database u
 test: ## Run every test, with the race detector
 	$(GO) test -race -count=1 ./...
 
+.PHONY: interop
+interop: build ## Test against openid-client, an OpenID-certified relying party (needs Node 20+, npm)
+	cd interop/openid-client && npm ci --no-audit --no-fund --prefer-offline && node --test
+
 .PHONY: lint
 lint: fmt-check ## gofmt and go vet
 	$(GO) vet ./...
