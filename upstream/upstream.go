@@ -48,6 +48,7 @@ type Identity struct {
 	Position       string
 	Departments    []Department
 	MainDepartment int64
+	Tags           []Tag             // the person's tags (WeCom 标签), when the connector is set to read them
 	Status         int               // the upstream's account status (WeCom: 1 active)
 	Extra          map[string]string // further attributes (WeCom extattr text fields)
 	// Method names how the person authenticated, for the `amr` claim ("wecom_client": inside the
@@ -59,12 +60,51 @@ type Identity struct {
 type Department struct {
 	ID   int64
 	Name string // empty when the upstream withheld it
+	// Path is the names from the top-level unit below the organisation's root down to this one,
+	// e.g. ["研发中心", "平台组"]; nil when a name on the way was withheld.
+	Path []string
 }
+
+// Tag is a label the organisation put on the person.
+type Tag struct {
+	ID   int64
+	Name string
+}
+
+// Rechecker is implemented by connectors that can read a person's account again without the
+// person, to find out whether they may still sign in (used when a refresh token is redeemed).
+type Rechecker interface {
+	// Recheck returns the person's current identity, a *DeniedError when the account may no
+	// longer sign in (disabled, left, outside the app's range), or another error when the
+	// upstream could not answer (ErrUnavailable, ErrMisconfigured).
+	Recheck(ctx context.Context, userID string) (Identity, error)
+}
+
+// Error classes of upstream faults that are not a refusal, for errors.Is. Connectors wrap their
+// errors with one of them so the provider can tell the person and the operator what happened.
+var (
+	// ErrUnavailable: the upstream did not answer usefully (timeout, HTTP error, garbage, rate
+	// limit, busy). Trying again later may work.
+	ErrUnavailable = errors.New("upstream unavailable")
+	// ErrMisconfigured: the upstream refused our credentials or setup (secret, corp id, trusted
+	// domain, trusted IP, app permissions). An operator must act.
+	ErrMisconfigured = errors.New("upstream misconfigured")
+)
+
+// Kinds of refusal, in DeniedError.Kind.
+const (
+	DeniedDeclined    = "declined"     // the person cancelled or refused consent
+	DeniedNotMember   = "not_member"   // authenticated, but not a member of the organisation
+	DeniedInactive    = "inactive"     // disabled, not activated, or left
+	DeniedNotVisible  = "not_visible"  // outside the app's visible range (可见范围)
+	DeniedCodeInvalid = "code_invalid" // the login code was already used or expired
+)
 
 // DeniedError means the upstream authenticated nobody we may sign in: the person declined, is not
 // a member, is disabled, or presented a code that was already used. The provider answers the
 // application with access_denied.
 type DeniedError struct {
+	Kind   string // one of the Denied* kinds
 	Reason string // for logs and the person; never contains secrets
 	Err    error  // the underlying cause, if any
 }

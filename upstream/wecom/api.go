@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // UserInfo is auth/getuserinfo's answer: who a login code belongs to. A member has UserID; a
@@ -159,7 +160,7 @@ func (c *Connector) GetUser(ctx context.Context, userID string) (User, error) {
 	return u, nil
 }
 
-// Department is a unit of the corp (department/get).
+// Department is a unit of the corp (department/get). The organisation's root has ParentID 0.
 type Department struct {
 	ID       int64  `json:"id"`
 	Name     string `json:"name"`
@@ -168,9 +169,17 @@ type Department struct {
 }
 
 // Department returns department id, cached for Config.DepartmentTTL; concurrent lookups of one
-// uncached id share one department/get call.
+// uncached id share one department/get call. A department withheld from the app (60011, outside
+// its visible range) is an *APIError, cached like an answer; other failures are not cached.
 func (c *Connector) Department(ctx context.Context, id int64) (Department, error) {
-	return c.depts.get(ctx, id, c.fetchDepartment)
+	return c.depts.get(ctx, id, func(ctx context.Context) (Department, error) {
+		d, err := c.fetchDepartment(ctx, id)
+		if withheld(err) {
+			c.log.WarnContext(ctx, "wecom: department withheld from the app (outside its visible range); its name and the paths through it stay empty",
+				slog.Int64("department", id), slog.Int("errcode", ErrCode(err)), slog.Duration("cached_for", c.cfg.DepartmentTTL))
+		}
+		return d, err
+	})
 }
 
 func (c *Connector) fetchDepartment(ctx context.Context, id int64) (Department, error) {
@@ -185,6 +194,79 @@ func (c *Connector) fetchDepartment(ctx context.Context, id int64) (Department, 
 	}
 	r.Department.ID = id
 	return r.Department, nil
+}
+
+// withheld reports whether err is WeCom's 60011 (no privilege): the department or tag is outside
+// the app's visible range. It is an answer, not a fault, and is cached.
+func withheld(err error) bool { return ErrCode(err) == CodeNoPrivilege }
+
+// tagRef is a tag in tag/list's answer.
+type tagRef struct {
+	ID   int64  `json:"tagid"`
+	Name string `json:"tagname"`
+}
+
+// tagMembers is tag/get's answer: the tag's members within the app's visible range.
+type tagMembers struct {
+	Name    string
+	UserIDs map[string]bool // lower case: userids are case-insensitive
+	Parties map[int64]bool
+}
+
+// has reports whether the member userID in departments carries the tag: the userid is listed, or
+// one of the departments is.
+func (m tagMembers) has(userID string, departments []int64) bool {
+	if m.UserIDs[strings.ToLower(userID)] {
+		return true
+	}
+	for _, d := range departments {
+		if m.Parties[d] {
+			return true
+		}
+	}
+	return false
+}
+
+// tagList returns the corp's tags (tag/list), cached for Config.DepartmentTTL.
+func (c *Connector) tagList(ctx context.Context) ([]tagRef, error) {
+	return c.tagLists.get(ctx, struct{}{}, func(ctx context.Context) ([]tagRef, error) {
+		var r struct {
+			TagList []tagRef `json:"taglist"`
+		}
+		if err := c.call(ctx, "tag/list", nil, nil, &r); err != nil {
+			return nil, err
+		}
+		return r.TagList, nil
+	})
+}
+
+// tag returns a tag's members (tag/get), cached for Config.DepartmentTTL like departments; a tag
+// withheld from the app (60011) is cached as such.
+func (c *Connector) tag(ctx context.Context, id int64) (tagMembers, error) {
+	return c.tags.get(ctx, id, func(ctx context.Context) (tagMembers, error) {
+		var r struct {
+			TagName  string `json:"tagname"`
+			UserList []struct {
+				UserID string `json:"userid"`
+			} `json:"userlist"`
+			PartyList []int64 `json:"partylist"`
+		}
+		if err := c.call(ctx, "tag/get", url.Values{"tagid": {strconv.FormatInt(id, 10)}}, nil, &r); err != nil {
+			if withheld(err) {
+				c.log.WarnContext(ctx, "wecom: tag withheld from the app; nobody gets it",
+					slog.Int64("tag", id), slog.Int("errcode", ErrCode(err)), slog.Duration("cached_for", c.cfg.DepartmentTTL))
+			}
+			return tagMembers{}, err
+		}
+		m := tagMembers{Name: r.TagName, UserIDs: make(map[string]bool, len(r.UserList)), Parties: make(map[int64]bool, len(r.PartyList))}
+		for _, u := range r.UserList {
+			m.UserIDs[strings.ToLower(u.UserID)] = true
+		}
+		for _, p := range r.PartyList {
+			m.Parties[p] = true
+		}
+		return m, nil
+	})
 }
 
 func firstNonEmpty(vs ...string) string {

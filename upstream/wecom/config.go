@@ -27,7 +27,24 @@ const (
 	DefaultLoginBaseURL  = "https://login.work.weixin.qq.com"
 	DefaultTimeout       = 10 * time.Second
 	DefaultDepartmentTTL = 10 * time.Minute
+	// DefaultRateLimitCooldown is how long an endpoint is left alone after WeCom answered 45009
+	// (frequency limit): WeCom blocks a per-minute limit for 60 s.
+	DefaultRateLimitCooldown = 60 * time.Second
 )
+
+// Observer is told of every WeCom API call and token refresh (for metrics). Implementations must
+// be quick and safe for concurrent use.
+type Observer interface {
+	// Call: endpoint like "user/get"; errcode as WeCom answered (0 success), or -2 when there was
+	// no usable answer (transport error, HTTP status, undecodable body, timeout); d is the call's
+	// duration.
+	Call(endpoint string, errcode int, d time.Duration)
+	// TokenRefresh: one gettoken attempt and its outcome (nil on success).
+	TokenRefresh(err error)
+}
+
+// NoAnswer is the errcode an Observer is given for a call that got no usable answer.
+const NoAnswer = -2
 
 // Config configures a Connector. CorpID, AgentID, Secret, RedirectURL and Tokens are required.
 type Config struct {
@@ -49,8 +66,20 @@ type Config struct {
 	Timeout time.Duration
 	// Tokens persists the access token so every request and process shares one.
 	Tokens TokenStore
-	// DepartmentTTL is how long a department's name is cached. Default 10m.
+	// DepartmentTTL is how long a department (name and parent) is cached, and with Tags the tag
+	// list and each tag's members. Default 10m.
 	DepartmentTTL time.Duration
+	// Tags makes logins and rechecks read the person's tags (标签) into Identity.Tags: tag/list
+	// plus one tag/get per tag, cached for DepartmentTTL. Off by default because it costs calls.
+	Tags bool
+	// RateLimitCooldown is how long an endpoint is not called after WeCom answered 45009
+	// (frequency limit); calls meanwhile fail at once with upstream.ErrUnavailable. Default 60s.
+	RateLimitCooldown time.Duration
+	// Observer is told of every call and token refresh (metrics); nil means none.
+	Observer Observer
+	// Sleep waits d between retries (-1 system busy, 45033 concurrency limit), or returns early
+	// with ctx's error. nil means a timer; tests inject their own.
+	Sleep func(ctx context.Context, d time.Duration) error
 	// Logger receives operator-facing messages; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -68,6 +97,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("oauth_base_url", c.OAuthBaseURL),
 		slog.String("login_base_url", c.LoginBaseURL),
 		slog.String("redirect_url", c.RedirectURL),
+		slog.Bool("tags", c.Tags),
 	)
 }
 
@@ -144,6 +174,14 @@ func (c Config) withDefaults() (Config, error) {
 	} else if c.DepartmentTTL == 0 {
 		c.DepartmentTTL = DefaultDepartmentTTL
 	}
+	if c.RateLimitCooldown < 0 {
+		bad("rate-limit cool-down must not be negative")
+	} else if c.RateLimitCooldown == 0 {
+		c.RateLimitCooldown = DefaultRateLimitCooldown
+	}
+	if c.Sleep == nil {
+		c.Sleep = sleep
+	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: c.Timeout}
 	}
@@ -157,6 +195,18 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("wecom: invalid config: %w", err)
 	}
 	return c, nil
+}
+
+// sleep waits d, or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 func checkAbsURL(s string) error {

@@ -178,7 +178,7 @@ func TestCallbackInClientPrivateInfo(t *testing.T) {
 		Email: "zhangsan@corp.example", PersonalEmail: "zhangsan@example.com", Mobile: "+86 13800000001",
 		Gender: "male", Avatar: "https://avatar.example.com/zhangsan.png", Address: "北京市海淀区中关村大街1号",
 		Position:       "工程师",
-		Departments:    []upstream.Department{{ID: 2, Name: "研发中心"}, {ID: 3, Name: "平台组"}},
+		Departments:    []upstream.Department{{ID: 2, Name: "研发中心", Path: []string{"研发中心"}}, {ID: 3, Name: "平台组", Path: []string{"研发中心", "平台组"}}},
 		MainDepartment: 3, Status: 1, Extra: map[string]string{"工号": "E1001"}, Method: wecom.MethodClient,
 	}
 	if !reflect.DeepEqual(id, want) {
@@ -279,8 +279,8 @@ func TestOneGettokenForManyLogins(t *testing.T) {
 		if got := e.sim.Calls("gettoken"); got != 1 {
 			t.Errorf("gettoken calls = %d, want 1", got)
 		}
-		if got := e.sim.Calls("department/get"); got != 2 {
-			t.Errorf("department/get calls = %d, want 2 (one per department, concurrent misses coalesced)", got)
+		if got := e.sim.Calls("department/get"); got != 3 {
+			t.Errorf("department/get calls = %d, want 3 (one per department and the root, concurrent misses coalesced)", got)
 		}
 		if got := e.sim.Calls("auth/getuserinfo"); got != 50 {
 			t.Errorf("getuserinfo calls = %d, want 50", got)
@@ -360,8 +360,8 @@ func TestTokenRejectedIsRefreshedAndRetriedOnce(t *testing.T) {
 				e.sim.FailNext("auth/getuserinfo", errcode) // would be consumed by a third try
 				_, err := c.HandleCallback(context.Background(), codeCallback(e.sim.Code("lisi", false, ""), uaBrowser))
 				var apiErr *wecom.APIError
-				if !errors.As(err, &apiErr) || apiErr.Code != errcode || upstream.IsDenied(err) {
-					t.Fatalf("HandleCallback error %v, want APIError %d, not denied", err, errcode)
+				if !errors.As(err, &apiErr) || apiErr.Code != errcode || upstream.IsDenied(err) || !errors.Is(err, upstream.ErrUnavailable) {
+					t.Fatalf("HandleCallback error %v, want APIError %d in ErrUnavailable, not denied", err, errcode)
 				}
 				if got := e.sim.Calls("auth/getuserinfo"); got != 2 {
 					t.Errorf("getuserinfo calls = %d, want 2 (one retry only)", got)
@@ -418,6 +418,9 @@ func TestConfigErrorsAreNotRetried(t *testing.T) {
 			_, err := c.HandleCallback(context.Background(), codeCallback(code, uaBrowser))
 			if err == nil || upstream.IsDenied(err) {
 				t.Fatalf("error %v, want a non-denied configuration error", err)
+			}
+			if !errors.Is(err, upstream.ErrMisconfigured) || errors.Is(err, upstream.ErrUnavailable) {
+				t.Errorf("error %v: want ErrMisconfigured only", err)
 			}
 			if wecom.ErrCode(err) != tt.errcode || !wecom.IsConfigFault(err) {
 				t.Errorf("ErrCode = %d, IsConfigFault = %v; want %d, true (%v)", wecom.ErrCode(err), wecom.IsConfigFault(err), tt.errcode, err)
@@ -477,42 +480,43 @@ func TestBothKeyCasings(t *testing.T) {
 }
 
 func TestDenied(t *testing.T) {
-	tests := []struct {
+	type test struct {
 		name       string
 		setup      func(e *env) *http.Request
+		wantKind   string
 		wantReason string
 		wantCode   int // errcode wrapped in the DeniedError, if any
-	}{
-		{"no code", func(e *env) *http.Request { return callback(url.Values{"state": {"S"}}, uaBrowser) }, "declined", 0},
+	}
+	tests := []test{
+		{"no code", func(e *env) *http.Request { return callback(url.Values{"state": {"S"}}, uaBrowser) }, upstream.DeniedDeclined, "declined", 0},
 		{"non-member", func(e *env) *http.Request {
 			return codeCallback(e.sim.Code("outsider", false, ""), uaBrowser)
-		}, "not a member", 0},
-		{"disabled", func(e *env) *http.Request { return codeCallback(e.sim.Code("zhaoliu", false, ""), uaBrowser) }, "disabled", 0},
+		}, upstream.DeniedNotMember, "not a member", 0},
+		{"disabled", func(e *env) *http.Request { return codeCallback(e.sim.Code("zhaoliu", false, ""), uaBrowser) }, upstream.DeniedInactive, "disabled", 0},
 		{"not activated", func(e *env) *http.Request {
 			e.sim.SetStatus("wangwu", 4)
 			return codeCallback(e.sim.Code("wangwu", false, ""), uaBrowser)
-		}, "not activated", 0},
+		}, upstream.DeniedInactive, "not activated", 0},
 		{"left", func(e *env) *http.Request {
 			e.sim.SetStatus("lisi", 5)
 			return codeCallback(e.sim.Code("lisi", true, wecomsim.ScopePrivateInfo), uaClient)
-		}, "left", 0},
-		{"unknown code", func(e *env) *http.Request { return codeCallback("not-a-code", uaBrowser) }, "used or has expired", 40029},
+		}, upstream.DeniedInactive, "left", 0},
+		{"outside the visible range", func(e *env) *http.Request {
+			e.sim.SetVisible("lisi", false)
+			return codeCallback(e.sim.Code("lisi", true, wecomsim.ScopePrivateInfo), uaClient)
+		}, upstream.DeniedNotVisible, "visible range", 60011},
+		{"unknown code", func(e *env) *http.Request { return codeCallback("not-a-code", uaBrowser) }, upstream.DeniedCodeInvalid, "used or has expired", 40029},
 		{"expired code", func(e *env) *http.Request {
 			code := e.sim.Code("zhangsan", false, "")
 			e.clock.Advance(6 * time.Minute)
 			return codeCallback(code, uaBrowser)
-		}, "used or has expired", 40029},
+		}, upstream.DeniedCodeInvalid, "used or has expired", 40029},
 	}
 	for _, code := range []int{60111, 60011, 60021, 50002} {
-		tests = append(tests, struct {
-			name       string
-			setup      func(e *env) *http.Request
-			wantReason string
-			wantCode   int
-		}{fmt.Sprintf("user/get %d", code), func(e *env) *http.Request {
+		tests = append(tests, test{fmt.Sprintf("user/get %d", code), func(e *env) *http.Request {
 			e.sim.FailNext("user/get", code)
 			return codeCallback(e.sim.Code("zhangsan", false, ""), uaBrowser)
-		}, "visible range", code})
+		}, upstream.DeniedNotVisible, "visible range", code})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -522,6 +526,12 @@ func TestDenied(t *testing.T) {
 			var denied *upstream.DeniedError
 			if !errors.As(err, &denied) {
 				t.Fatalf("HandleCallback = %+v, %v; want a DeniedError", id, err)
+			}
+			if denied.Kind != tt.wantKind {
+				t.Errorf("kind %q, want %q", denied.Kind, tt.wantKind)
+			}
+			if errors.Is(err, upstream.ErrUnavailable) || errors.Is(err, upstream.ErrMisconfigured) {
+				t.Errorf("denial %v also claims an error class", err)
 			}
 			if !strings.Contains(denied.Reason, tt.wantReason) {
 				t.Errorf("reason %q, want it to mention %q", denied.Reason, tt.wantReason)
@@ -610,6 +620,9 @@ func TestUpstreamFaults(t *testing.T) {
 			if errors.As(err, &apiErr) {
 				t.Errorf("error %v is an APIError; want a transport/format error", err)
 			}
+			if !errors.Is(err, upstream.ErrUnavailable) || errors.Is(err, upstream.ErrMisconfigured) {
+				t.Errorf("error %v: want ErrUnavailable only", err)
+			}
 			msg := err.Error()
 			if !strings.Contains(msg, tt.endpoint) || !strings.Contains(msg, tt.want) {
 				t.Errorf("error %q, want it to name %s and say %q", msg, tt.endpoint, tt.want)
@@ -634,20 +647,20 @@ func TestDepartmentNames(t *testing.T) {
 		e := MustEnv(t, nil, nil)
 		c := e.MustConnector(t, nil)
 		MustLogin(t, c, e.sim.Code("zhangsan", false, ""), uaBrowser)
-		if got := e.sim.Calls("department/get"); got != 2 {
-			t.Fatalf("department/get calls = %d, want 2", got)
+		if got := e.sim.Calls("department/get"); got != 3 {
+			t.Fatalf("department/get calls = %d, want 3 (2, 3 and the root 1)", got)
 		}
 		id := MustLogin(t, c, e.sim.Code("zhangsan", false, ""), uaBrowser)
-		if got := e.sim.Calls("department/get"); got != 2 {
-			t.Errorf("department/get calls = %d after a second login, want still 2", got)
+		if got := e.sim.Calls("department/get"); got != 3 {
+			t.Errorf("department/get calls = %d after a second login, want still 3", got)
 		}
 		if id.Departments[0].Name != "研发中心" {
 			t.Errorf("departments %+v", id.Departments)
 		}
 		e.clock.Advance(wecom.DefaultDepartmentTTL)
 		MustLogin(t, c, e.sim.Code("zhangsan", false, ""), uaBrowser)
-		if got := e.sim.Calls("department/get"); got != 4 {
-			t.Errorf("department/get calls = %d after the TTL, want 4", got)
+		if got := e.sim.Calls("department/get"); got != 6 {
+			t.Errorf("department/get calls = %d after the TTL, want 6", got)
 		}
 	})
 	t.Run("unavailable name does not fail the login", func(t *testing.T) {
@@ -655,19 +668,27 @@ func TestDepartmentNames(t *testing.T) {
 			c.Members[0].Departments = []int64{2, 99} // 99 does not exist: 60123
 		}, nil)
 		c := e.MustConnector(t, nil)
-		e.sim.FailNext("department/get", 60011)
+		e.sim.FailNext("department/get", 60011) // department 2 is withheld from the app
 		id := MustLogin(t, c, e.sim.Code("zhangsan", false, ""), uaBrowser)
 		want := []upstream.Department{{ID: 2}, {ID: 99}}
 		if !reflect.DeepEqual(id.Departments, want) {
 			t.Errorf("departments %+v, want %+v", id.Departments, want)
 		}
-		if !strings.Contains(e.logs.String(), "level=WARN") {
-			t.Error("no warning logged")
+		if e.countLines("WARN", "withheld") != 1 || e.countLines("WARN", "department name unavailable") != 1 {
+			t.Errorf("want one warning for each department:\n%s", e.logs)
 		}
-		// Failures are not cached: the next login asks again and gets department 2's name.
+		if got := e.sim.Calls("department/get"); got != 2 {
+			t.Errorf("department/get calls = %d, want 2", got)
+		}
+		// The withheld answer is cached; the failure is not: the next login asks for 99 again.
+		MustLogin(t, c, e.sim.Code("zhangsan", false, ""), uaBrowser)
+		if got := e.sim.Calls("department/get"); got != 3 {
+			t.Errorf("department/get calls = %d after a second login, want 3 (99 again, not 2)", got)
+		}
+		e.clock.Advance(wecom.DefaultDepartmentTTL)
 		id = MustLogin(t, c, e.sim.Code("zhangsan", false, ""), uaBrowser)
-		if id.Departments[0].Name != "研发中心" {
-			t.Errorf("departments %+v", id.Departments)
+		if id.Departments[0].Name != "研发中心" || !reflect.DeepEqual(id.Departments[0].Path, []string{"研发中心"}) {
+			t.Errorf("departments %+v after the TTL", id.Departments)
 		}
 	})
 }
@@ -675,7 +696,7 @@ func TestDepartmentNames(t *testing.T) {
 func TestGetUserDetailFailureContinues(t *testing.T) {
 	e := MustEnv(t, nil, nil)
 	c := e.MustConnector(t, nil)
-	e.sim.FailNext("auth/getuserdetail", -1)
+	e.sim.SetHTTPStatus("auth/getuserdetail", http.StatusBadGateway)
 	id := MustLogin(t, c, e.sim.Code("zhangsan", true, wecomsim.ScopePrivateInfo), uaClient)
 	if id.UserID != "zhangsan" || id.Name != "张三" || id.Mobile != "" || id.Email != "" {
 		t.Errorf("identity %+v, want one without sensitive fields", id)

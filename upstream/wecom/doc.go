@@ -18,8 +18,21 @@
 // Either door comes back to RedirectURL with code (or auth_code) and state. HandleCallback
 // exchanges the code exactly once (auth/getuserinfo), rejects non-members (openid without
 // userid), fetches the sensitive fields when a user_ticket came back, reads the member with
-// user/get (name, departments, position, status: anyone but an active member is denied) and
-// resolves department names through a small cache.
+// user/get (name, departments, position, status: anyone but an active member is denied), resolves
+// department names and paths through a cache and, with Config.Tags, the member's tags. Recheck
+// (upstream.Rechecker) does the user/get part again without the person, e.g. when a refresh token
+// is redeemed.
+//
+// # Departments and tags
+//
+// department/get is cached per id for Config.DepartmentTTL; concurrent misses share one call. A
+// department's Path walks parentid through that cache up to, not including, the root (parentid
+// 0): 平台组 under 研发中心 under the root is ["研发中心", "平台组"], and a second login makes no
+// calls. A withheld or failed name on the way, a cycle, or more than 16 levels make Path nil.
+// With Config.Tags, tag/list and each tag/get are cached the same way; a member has a tag when
+// their userid, or one of their departments (not its parents), is listed. Department and tag
+// failures degrade (WARN), never fail a login; 60011 (withheld) is an answer and is cached, other
+// failures are not.
 //
 // # Access token
 //
@@ -33,18 +46,37 @@
 // # Errcodes
 //
 // WeCom answers HTTP 200 with {"errcode":N,"errmsg":"…"}; success is errcode absent or 0 and
-// errmsg is never interpreted. A non-zero errcode becomes an *APIError. The policy:
+// errmsg is never interpreted. A non-zero errcode becomes an *APIError, which stays in the chain of
+// whatever the connector returns. Every failure of HandleCallback and Recheck is either an
+// *upstream.DeniedError with a Kind or wraps upstream.ErrUnavailable or upstream.ErrMisconfigured
+// (errors.Is). The table (reference §6.4), row by row, and where it is implemented:
 //
-//   - 40014 and 42001 (token invalid or expired, including tokens WeCom dropped early): forget the
-//     token if it is still the one that failed, refresh, and retry that call exactly once.
-//   - 40001, 40013, 40056, 48002, 50001, 50003, 60020, 301002: configuration faults (wrong
-//     secret, wrong corp id, trusted domain, trusted IP, …). Never retried; logged at ERROR with a
-//     hint for the operator, and returned.
-//   - 40029 (code used or expired), openid without userid, 50002/60011/60021/60111 (outside the
-//     app's visible range or unknown), and a status other than 1 deny the login with an
-//     *upstream.DeniedError.
+//	errcode                      behaviour                                                 code path
+//	-1 system busy               retry ≤3 times after 100/200/400 ms, then ErrUnavailable  retrying (busyBackoff), APIError.class
+//	40014, 42001 token rejected  forget the token, refresh, retry the call once;           call, tokenCache.reject/get
+//	                             rejected again: ErrUnavailable                            APIError.class
+//	40029 invalid code           DeniedCodeInvalid; never retried                          handleCallback
+//	45009 frequency limit        no retry; the endpoint is not called for                  retrying → cooldown.trip/check
+//	                             Config.RateLimitCooldown (60 s): calls fail at once
+//	                             with ErrUnavailable; one WARN per window
+//	45033 concurrency limit      retry ≤2 times after 100/200 ms, then ErrUnavailable      retrying (concurrencyBackoff)
+//	50002 outside range          DeniedNotVisible                                          notVisible: member, handleCallback
+//	60011 no privilege           user/get: DeniedNotVisible;                               notVisible: member
+//	                             department/get: no name, Path nil (WARN, cached);         Department, identity, departmentPath
+//	                             tag/get: the tag is left out (WARN, cached)               tag, memberTags
+//	60111, 60021 not in range    DeniedNotVisible                                          notVisible: member
+//	40001 40013 40056 48002      ErrMisconfigured, never retried, logged at ERROR with     configHint, doOnce, APIError.class
+//	50001 50003 60020 301002     an operator hint
+//	85004 85005 80001
+//	40082 42009 suite token      ErrMisconfigured like the above (a self-built app         configHint
+//	                             has no suite token: wrong secret or app type)
+//	other errcodes               ErrUnavailable at HandleCallback/Recheck (no policy)      classify
 //
-// Transport failures, non-200 statuses and bodies that are not JSON are wrapped errors naming the
-// endpoint. Every call has a timeout and a bounded response size. The secret, access tokens,
-// codes and user tickets never appear in logs or error messages.
+// Transport failures, timeouts, non-200 statuses and bodies that are not WeCom JSON are
+// ErrUnavailable errors naming the endpoint. Every call has a timeout (Config.Timeout) and a
+// bounded response size. The -1 and 45033 retries and the 45009 cool-down apply to gettoken too.
+// The getuserdetail lookup (sensitive fields) degrades on any failure. Config.Observer hears of
+// every call, retries included (errcode NoAnswer when there was no usable answer), and of every
+// gettoken attempt. The secret, access tokens, codes and user tickets never appear in logs or
+// error messages.
 package wecom

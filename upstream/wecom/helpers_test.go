@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,14 +106,70 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// sleepRecorder stands in for the retry backoff: it records the waits and returns at once.
+type sleepRecorder struct {
+	mu sync.Mutex
+	ds []time.Duration
+}
+
+func (s *sleepRecorder) Sleep(ctx context.Context, d time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ds = append(s.ds, d)
+	return ctx.Err()
+}
+
+func (s *sleepRecorder) Waits() []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Duration(nil), s.ds...)
+}
+
+// observed is one Observer.Call.
+type observed struct {
+	Endpoint string
+	Errcode  int
+}
+
+// recordingObserver is a wecom.Observer that keeps what it is told.
+type recordingObserver struct {
+	mu       sync.Mutex
+	calls    []observed
+	refresh  []error
+	duration time.Duration
+}
+
+func (o *recordingObserver) Call(endpoint string, errcode int, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.calls = append(o.calls, observed{endpoint, errcode})
+	o.duration += d
+}
+
+func (o *recordingObserver) TokenRefresh(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.refresh = append(o.refresh, err)
+}
+
+// Take returns what was observed since the last Take.
+func (o *recordingObserver) Take() ([]observed, []error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	calls, refresh := o.calls, o.refresh
+	o.calls, o.refresh = nil, nil
+	return calls, refresh
+}
+
 // env is a simulated WeCom over real HTTP plus what connectors need to use it.
 type env struct {
-	seed  wecomsim.Config
-	sim   *wecomsim.Sim
-	srv   *httptest.Server
-	store *memStore
-	clock *fakeClock
-	logs  *syncBuffer
+	seed   wecomsim.Config
+	sim    *wecomsim.Sim
+	srv    *httptest.Server
+	store  *memStore
+	clock  *fakeClock
+	logs   *syncBuffer
+	sleeps *sleepRecorder
 }
 
 // MustEnv starts the simulator with the default seed changed by mutate. wrap, if set, wraps the
@@ -132,7 +189,7 @@ func MustEnv(t testing.TB, mutate func(*wecomsim.Config), wrap func(http.Handler
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &env{seed: seed, sim: sim, srv: srv, store: newMemStore(), clock: clock, logs: &syncBuffer{}}
+	return &env{seed: seed, sim: sim, srv: srv, store: newMemStore(), clock: clock, logs: &syncBuffer{}, sleeps: &sleepRecorder{}}
 }
 
 // Config is a connector configuration pointing every base URL at the simulator.
@@ -145,6 +202,7 @@ func (e *env) Config(scope string) wecom.Config {
 		Tokens:      e.store,
 		Logger:      slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:         e.clock.Now,
+		Sleep:       e.sleeps.Sleep,
 	}
 }
 
@@ -163,6 +221,17 @@ func (e *env) MustConnector(t testing.TB, mutate func(*wecom.Config)) *wecom.Con
 }
 
 func (e *env) tokenKey() string { return wecom.TokenKey(e.seed.CorpID, e.seed.AgentID) }
+
+// countLines counts the log lines at level containing substr.
+func (e *env) countLines(level, substr string) int {
+	n := 0
+	for line := range strings.Lines(e.logs.String()) {
+		if strings.Contains(line, "level="+level) && strings.Contains(line, substr) {
+			n++
+		}
+	}
+	return n
+}
 
 // callback is WeCom's redirect back to us carrying query, from a browser with userAgent.
 func callback(query url.Values, userAgent string) *http.Request {

@@ -2,11 +2,14 @@ package wecom
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/wecom-oidc/wecom-oidc/upstream"
 )
 
 // tokenMargin is how long before its expiry a token is replaced, so no call races the expiry.
@@ -160,16 +163,25 @@ type gettokenResponse struct {
 	ExpiresIn   int64  `json:"expires_in"`
 }
 
-// fetchToken calls gettoken. Configuration errcodes (40001, 40013, …) are logged by do and
-// returned; they are never retried.
+// fetchToken calls gettoken under the errcode policy (-1 and 45033 retried, 45009 cools gettoken
+// down). Configuration errcodes (40001, 40013, …) are logged by do and returned; they are never
+// retried. The Observer hears of every attempt.
 func (c *Connector) fetchToken(ctx context.Context) (string, time.Duration, error) {
 	q := url.Values{"corpid": {c.cfg.CorpID}, "corpsecret": {c.cfg.Secret}}
 	var resp gettokenResponse
-	if err := c.do(ctx, "gettoken", q, nil, &resp); err != nil {
+	err := c.retrying(ctx, "gettoken", func() error {
+		resp = gettokenResponse{}
+		err := c.do(ctx, "gettoken", q, nil, &resp)
+		if err == nil && resp.AccessToken == "" {
+			err = withClass(upstream.ErrUnavailable, errors.New("wecom: gettoken: answer has no access_token"))
+		}
+		if c.cfg.Observer != nil {
+			c.cfg.Observer.TokenRefresh(err)
+		}
+		return err
+	})
+	if err != nil {
 		return "", 0, err
-	}
-	if resp.AccessToken == "" {
-		return "", 0, fmt.Errorf("wecom: gettoken: answer has no access_token")
 	}
 	ttl := time.Duration(resp.ExpiresIn) * time.Second
 	if ttl <= 0 {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -14,21 +15,39 @@ import (
 
 // Errcodes the simulator answers, as WeCom numbers them.
 const (
+	errSystemBusy     = -1
 	errInvalidSecret  = 40001
 	errInvalidCorpID  = 40013
 	errInvalidToken   = 40014
 	errInvalidCode    = 40029
+	errInvalidAgentID = 40056
 	errInvalidParam   = 40058
+	errInvalidTagID   = 40068
+	errSuiteToken     = 40082
 	errMissingToken   = 41001
 	errMissingCorpID  = 41002
 	errMissingSecret  = 41004
 	errMissingCode    = 41008
 	errMissingUserID  = 41009
 	errTokenExpired   = 42001
+	errSuiteExpired   = 42009
 	errRequirePOST    = 43002
+	errFreqLimit      = 45009
+	errConcurrency    = 45033
 	errDataFormat     = 47001
+	errAPIForbidden   = 48002
+	errDomain         = 50001
+	errOutOfRange     = 50002
+	errAppDisabled    = 50003
+	errNoPrivilege    = 60011
+	errUntrustedIP    = 60020
+	errNotInRange     = 60021
 	errUserNotFound   = 60111
 	errInvalidPartyID = 60123
+	errDomainICP      = 80001
+	errDomainQuota    = 85004
+	errDomainVerify   = 85005
+	errAgentNotAuth   = 301002
 )
 
 // response is a JSON answer; every answer carries errcode and errmsg.
@@ -47,21 +66,39 @@ func okResponse(fields response) response {
 // errmsg imitates WeCom's messages, hint and help link included. Clients must not parse it.
 func errmsg(code int) string {
 	text := map[int]string{
+		errSystemBusy:     "system busy",
 		errInvalidSecret:  "invalid credential",
 		errInvalidCorpID:  "invalid corpid",
 		errInvalidToken:   "invalid access_token",
 		errInvalidCode:    "invalid code",
+		errInvalidAgentID: "invalid agentid",
 		errInvalidParam:   "invalid parameter",
+		errInvalidTagID:   "invalid tagid",
+		errSuiteToken:     "invalid suite_token",
 		errMissingToken:   "access_token missing",
 		errMissingCorpID:  "corpid missing",
 		errMissingSecret:  "corpsecret missing",
 		errMissingCode:    "missing oauth code",
 		errMissingUserID:  "missing userid",
 		errTokenExpired:   "access_token expired",
+		errSuiteExpired:   "suite_access_token expired",
 		errRequirePOST:    "require POST method",
+		errFreqLimit:      "api freq out of limit",
+		errConcurrency:    "api concurrent out of limit",
 		errDataFormat:     "data format error",
+		errAPIForbidden:   "api forbidden",
+		errDomain:         "redirect_url domain not match",
+		errOutOfRange:     "user out of privilege range",
+		errAppDisabled:    "app is disabled",
+		errNoPrivilege:    "no privilege to access/modify contact/party/agent",
+		errUntrustedIP:    "not allow to access from your ip",
+		errNotInRange:     "userid not in app's visible range",
 		errUserNotFound:   "invalid string value `userid`. userid not found",
 		errInvalidPartyID: "invalid party id",
+		errDomainICP:      "domain not ICP filed or invalid",
+		errDomainQuota:    "trusted domain change quota exceeded",
+		errDomainVerify:   "trusted domain ownership not verified",
+		errAgentNotAuth:   "agent not authorized for this access_token",
 	}[code]
 	if text == "" {
 		text = "simulated error"
@@ -69,12 +106,14 @@ func errmsg(code int) string {
 	return fmt.Sprintf("%s, hint: [wecomsim], more info at https://open.work.weixin.qq.com/devtool/query?e=%d", text, code)
 }
 
-// api counts the call, applies FailNext, runs h and writes its answer with HTTP 200, as WeCom
+// api counts the call, applies the network faults and FailNext, runs h and writes its answer with HTTP 200, as WeCom
 // does even for errors.
 func (s *Sim) api(w http.ResponseWriter, r *http.Request, name string, h func(*http.Request) response) {
+	if !s.arrive(w, r, name) {
+		return
+	}
 	s.mu.Lock()
-	s.calls[name]++
-	var fail int
+	var fail int // 0: answer normally
 	if q := s.failNext[name]; len(q) > 0 {
 		fail, s.failNext[name] = q[0], q[1:]
 	}
@@ -160,7 +199,7 @@ func (s *Sim) getUserInfo(r *http.Request, old bool) response {
 	if old {
 		resp = okResponse(response{"UserId": m.UserID, "DeviceId": deviceID(c.userID)})
 	}
-	if c.inClient && c.scope == ScopePrivateInfo {
+	if c.inClient && c.scope == ScopePrivateInfo && !m.OutsideVisibleRange {
 		ticket := randomString()
 		s.tickets[ticket] = simTicket{userID: c.userID, expires: now.Add(TicketTTL)}
 		for t, v := range s.tickets {
@@ -210,6 +249,9 @@ func (s *Sim) getUserDetail(r *http.Request) response {
 	if m == nil {
 		return errorResponse(errUserNotFound)
 	}
+	if m.OutsideVisibleRange {
+		return errorResponse(errNoPrivilege)
+	}
 	return okResponse(response{
 		"userid":   m.UserID,
 		"gender":   genderOf(m),
@@ -243,6 +285,9 @@ func (s *Sim) getUser(r *http.Request) response {
 	m := s.members[strings.ToLower(userID)]
 	if m == nil || m.NonMember {
 		return errorResponse(errUserNotFound)
+	}
+	if m.OutsideVisibleRange {
+		return errorResponse(errNoPrivilege)
 	}
 	names := make([]string, 0, len(m.ExtAttrs))
 	for name := range m.ExtAttrs {
@@ -304,4 +349,49 @@ func (s *Sim) getDepartment(r *http.Request) response {
 		"order":             0,
 		"department_leader": []string{},
 	}})
+}
+
+// tagList answers the corp's tags, by id.
+func (s *Sim) tagList(r *http.Request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if code := s.checkTokenLocked(r); code != 0 {
+		return errorResponse(code)
+	}
+	ids := slices.Sorted(maps.Keys(s.tags))
+	list := make([]response, 0, len(ids))
+	for _, id := range ids {
+		list = append(list, response{"tagid": id, "tagname": s.tags[id].Name})
+	}
+	return okResponse(response{"taglist": list})
+}
+
+// tagGet answers a tag's members, filtered to the app's visible range as WeCom does.
+func (s *Sim) tagGet(r *http.Request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if code := s.checkTokenLocked(r); code != 0 {
+		return errorResponse(code)
+	}
+	id, err := strconv.ParseInt(r.URL.Query().Get("tagid"), 10, 64)
+	if err != nil {
+		return errorResponse(errInvalidParam)
+	}
+	t, ok := s.tags[id]
+	if !ok {
+		return errorResponse(errInvalidTagID)
+	}
+	users := make([]response, 0, len(t.UserIDs))
+	for _, uid := range t.UserIDs {
+		m := s.members[strings.ToLower(uid)]
+		if m == nil || m.NonMember || m.OutsideVisibleRange {
+			continue
+		}
+		users = append(users, response{"userid": m.UserID, "name": m.Name})
+	}
+	parties := slices.Clone(t.PartyIDs)
+	if parties == nil {
+		parties = []int64{}
+	}
+	return okResponse(response{"tagname": t.Name, "userlist": users, "partylist": parties})
 }

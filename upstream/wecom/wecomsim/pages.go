@@ -150,8 +150,6 @@ func (s *Sim) page(w http.ResponseWriter, r *http.Request, door string) {
 	s.mu.Lock()
 	for _, key := range s.order {
 		m := s.members[key]
-		link := cloneValues(q)
-		link.Set(selectParam, m.UserID)
 		var depts []string
 		for _, id := range m.Departments {
 			if d, ok := s.depts[id]; ok {
@@ -163,8 +161,13 @@ func (s *Sim) page(w http.ResponseWriter, r *http.Request, door string) {
 			Name:        m.Name,
 			Note:        memberNote(m),
 			Departments: strings.Join(depts, "、"),
-			Href:        "?" + link.Encode(),
+			Href:        selectHref(q, m.UserID),
 		})
+	}
+	if !req.inClient {
+		if m := s.quickLoginMemberLocked(); m != nil {
+			data.QuickLogin = &memberLink{UserID: m.UserID, Name: m.Name, Href: selectHref(q, m.UserID)}
+		}
 	}
 	s.mu.Unlock()
 	name := "weblogin"
@@ -173,6 +176,27 @@ func (s *Sim) page(w http.ResponseWriter, r *http.Request, door string) {
 		name, data.Title = "authorize", "企业微信"
 	}
 	s.render(w, http.StatusOK, name, data)
+}
+
+// selectHref is the page's own URL, relative, completing the login for userID.
+func selectHref(q url.Values, userID string) string {
+	link := cloneValues(q)
+	link.Set(selectParam, userID)
+	return "?" + link.Encode()
+}
+
+// quickLoginMemberLocked is whom the desktop client's quick login signs in: AutoLogin's member,
+// else the first active member, else nobody. s.mu must be held.
+func (s *Sim) quickLoginMemberLocked() *Member {
+	if m := s.members[strings.ToLower(s.cfg.AutoLogin)]; m != nil && !m.NonMember {
+		return m
+	}
+	for _, key := range s.order {
+		if m := s.members[key]; !m.NonMember && m.Status == StatusActive {
+			return m
+		}
+	}
+	return nil
 }
 
 func cloneValues(q url.Values) url.Values {
@@ -187,17 +211,22 @@ func memberNote(m *Member) string {
 	if m.NonMember {
 		return "非企业成员 (not a member)"
 	}
+	var notes []string
 	switch m.Status {
 	case StatusActive:
-		return ""
 	case StatusDisabled:
-		return "已禁用 (disabled)"
+		notes = append(notes, "已禁用 (disabled)")
 	case StatusNotActivated:
-		return "未激活 (not activated)"
+		notes = append(notes, "未激活 (not activated)")
 	case StatusLeft:
-		return "已离职 (left)"
+		notes = append(notes, "已离职 (left)")
+	default:
+		notes = append(notes, "status "+strconv.Itoa(m.Status))
 	}
-	return "status " + strconv.Itoa(m.Status)
+	if m.OutsideVisibleRange {
+		notes = append(notes, "不在应用可见范围 (outside the app's visible range)")
+	}
+	return strings.Join(notes, " · ")
 }
 
 type listData struct {
@@ -209,6 +238,8 @@ type listData struct {
 	Scope      string
 	Members    []memberLink
 	CancelHref string
+	// QuickLogin is whom the desktop client's quick-login panel signs in (web-login page only).
+	QuickLogin *memberLink
 }
 
 type memberLink struct {
@@ -255,6 +286,9 @@ li a:hover{border-color:#0082ef;background:#f5faff}
 .note{color:#c0392b;font-size:12px;margin-left:6px}
 .dept{display:block;color:#888;font-size:12px}
 .cancel{display:inline-block;margin-top:8px;color:#888}
+.quick{border:1px solid #cfe6ff;background:#f5faff;border-radius:6px;padding:10px 12px;margin:12px 0}
+.quick p{margin:0 0 6px;font-size:13px;color:#0082ef}
+.quick a{display:inline-block;padding:6px 14px;border-radius:4px;background:#0082ef;color:#fff;text-decoration:none}
 .qr{width:160px;height:160px;margin:12px auto;border:1px dashed #bbb;display:flex;align-items:center;justify-content:center;color:#aaa;font-size:12px;text-align:center}
 </style>
 </head>
@@ -282,6 +316,10 @@ li a:hover{border-color:#0082ef;background:#f5faff}
 <h1>{{if eq .Lang "en"}}WeCom Login{{else}}企业微信登录{{end}}</h1>
 <p class="meta">corp {{.CorpID}} · agent {{.AgentID}}</p>
 {{template "simnote" .}}
+{{with .QuickLogin}}<div class="quick">
+<p>检测到企业微信桌面端 · WeCom desktop app detected</p>
+<a data-quick-login="{{.UserID}}" href="{{.Href}}">{{if eq $.Lang "en"}}Quick login as {{.Name}}{{else}}以 {{.Name}} 身份快速登录{{end}}</a>
+</div>{{end}}
 <div class="qr">{{if eq .Lang "en"}}QR code (simulated):<br>choose a member below{{else}}二维码（模拟）<br>请在下方选择成员{{end}}</div>
 <p>{{if eq .Lang "en"}}Quick login as:{{else}}快速登录：{{end}}</p>
 {{template "members" .}}

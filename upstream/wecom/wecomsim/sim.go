@@ -14,13 +14,24 @@
 // Endpoints, relative to the simulator's root:
 //
 //	cgi-bin/gettoken            cgi-bin/auth/getuserinfo    cgi-bin/user/getuserinfo (old, CamelCase keys)
-//	cgi-bin/auth/getuserdetail  cgi-bin/user/get            cgi-bin/department/get
+//	cgi-bin/auth/getuserdetail  cgi-bin/user/get            cgi-bin/department/get (with parentid)
+//	cgi-bin/tag/list            cgi-bin/tag/get
 //	connect/oauth2/authorize    (the in-client authorization page)
 //	wwlogin/sso/login           (the web-login page)
 //
-// The pages list every member, including a disabled one and a non-member, each as a link carrying
-// data-userid="<userid>" that completes the login, plus a cancel link. Test controls (Calls,
-// FailNext, InvalidateTokens, SetStatus, Code) let tests provoke what real WeCom does rarely.
+// The pages list every member, including a disabled one, a non-member and members outside the
+// app's visible range (with a note), each as a link carrying data-userid="<userid>" that completes
+// the login, plus a cancel link. The web-login page also shows WeCom's desktop quick-login panel,
+// a link carrying data-quick-login="<userid>" that signs in the first active member (or
+// AutoLogin's).
+//
+// A member outside the app's visible range (Member.OutsideVisibleRange, SetVisible) is what WeCom
+// makes of one: the login pages still show them and auth/getuserinfo still answers their userid
+// (but no user_ticket), while user/get answers 60011 and tag/get leaves them out.
+//
+// Test controls let tests provoke what real WeCom does rarely: Calls, FailNext (any errcode:
+// -1, 45009, 45033, 60020, 50002, …), InvalidateTokens, SetStatus, SetVisible, Code, and the
+// faults of the network in front of WeCom, SetLatency, SetHTTPStatus and SetGarbage.
 //
 // The simulator is for development and tests only: its secret is not secret and it trusts every
 // redirect URI (it does not model trusted domains or trusted IPs).
@@ -28,7 +39,9 @@ package wecomsim
 
 import (
 	"crypto/rand"
+	"fmt"
 	"html/template"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -63,6 +76,7 @@ type Config struct {
 	CorpID, AgentID, Secret string
 	Members                 []Member
 	Departments             []Department
+	Tags                    []Tag
 	// AutoLogin is the userid the login pages log in at once, without showing the member list.
 	AutoLogin string
 	// TokenTTL is the access tokens' lifetime; default 7200 s.
@@ -87,12 +101,22 @@ type Member struct {
 	// NonMember marks an outsider (e.g. a WeChat user): auth/getuserinfo answers an openid only,
 	// and user/get does not know them.
 	NonMember bool
+	// OutsideVisibleRange puts the member outside the app's visible range (可见范围).
+	OutsideVisibleRange bool
 }
 
 // Department is a unit of the simulated corp.
 type Department struct {
 	ID, ParentID int64
 	Name, NameEN string
+}
+
+// Tag is a label (标签) of the simulated corp: members listed by userid, and departments.
+type Tag struct {
+	ID       int64
+	Name     string
+	UserIDs  []string
+	PartyIDs []int64
 }
 
 // Sim is a simulated WeCom. It is an http.Handler and safe for concurrent use.
@@ -104,11 +128,15 @@ type Sim struct {
 	members  map[string]*Member // by lower-case userid: WeCom userids are case-insensitive
 	order    []string           // lower-case userids in seed order
 	depts    map[int64]Department
+	tags     map[int64]Tag
 	tokens   map[string]simToken
 	codes    map[string]simCode
 	tickets  map[string]simTicket
 	calls    map[string]int
 	failNext map[string][]int
+	latency  map[string]time.Duration
+	status   map[string]int  // SetHTTPStatus
+	garbage  map[string]bool // SetGarbage
 }
 
 type simToken struct {
@@ -142,11 +170,15 @@ func New(cfg Config) *Sim {
 		pages:    template.Must(template.New("pages").Parse(pageTemplates)),
 		members:  make(map[string]*Member, len(cfg.Members)),
 		depts:    make(map[int64]Department, len(cfg.Departments)),
+		tags:     make(map[int64]Tag, len(cfg.Tags)),
 		tokens:   make(map[string]simToken),
 		codes:    make(map[string]simCode),
 		tickets:  make(map[string]simTicket),
 		calls:    make(map[string]int),
 		failNext: make(map[string][]int),
+		latency:  make(map[string]time.Duration),
+		status:   make(map[string]int),
+		garbage:  make(map[string]bool),
 	}
 	for _, m := range cfg.Members {
 		m.Departments = slices.Clone(m.Departments)
@@ -160,12 +192,17 @@ func New(cfg Config) *Sim {
 	for _, d := range cfg.Departments {
 		s.depts[d.ID] = d
 	}
-	s.cfg.Members, s.cfg.Departments = nil, nil // the maps above are the truth
+	for _, t := range cfg.Tags {
+		t.UserIDs, t.PartyIDs = slices.Clone(t.UserIDs), slices.Clone(t.PartyIDs)
+		s.tags[t.ID] = t
+	}
+	s.cfg.Members, s.cfg.Departments, s.cfg.Tags = nil, nil, nil // the maps above are the truth
 	return s
 }
 
-// DefaultSeed is the demo corp: four departments, members with Chinese names, one without any
-// email, a disabled one and a non-member. Its secret is public; never use it for anything real.
+// DefaultSeed is the demo corp: four departments below the root 模拟科技, members with Chinese
+// names, one without any email, a disabled one and a non-member, and two tags: 管理员 (zhangsan)
+// and 值班 (department 4, 市场部). Its secret is public; never use it for anything real.
 func DefaultSeed() Config {
 	return Config{
 		CorpID:  "wwsim0000000000001",
@@ -200,6 +237,10 @@ func DefaultSeed() Config {
 			},
 			{UserID: "outsider", Name: "外部联系人", NonMember: true},
 		},
+		Tags: []Tag{
+			{ID: 1, Name: "管理员", UserIDs: []string{"zhangsan"}},
+			{ID: 2, Name: "值班", PartyIDs: []int64{4}},
+		},
 	}
 }
 
@@ -219,11 +260,14 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.api(w, r, "user/get", s.getUser)
 	case "cgi-bin/department/get":
 		s.api(w, r, "department/get", s.getDepartment)
+	case "cgi-bin/tag/list":
+		s.api(w, r, "tag/list", s.tagList)
+	case "cgi-bin/tag/get":
+		s.api(w, r, "tag/get", s.tagGet)
 	case pageAuthorize, pageWebLogin:
-		s.mu.Lock()
-		s.calls[p]++
-		s.mu.Unlock()
-		s.page(w, r, p)
+		if s.arrive(w, r, p) {
+			s.page(w, r, p)
+		}
 	default:
 		http.NotFound(w, r)
 	}
@@ -249,13 +293,81 @@ func (s *Sim) InvalidateTokens(errcode int) {
 	}
 }
 
-// FailNext makes the next call to endpoint (named as for Calls) answer errcode before anything
-// else is checked. Calls queue: FailNext twice fails the next two calls.
+// FailNext makes the next call to endpoint (named as for Calls) answer errcode, any WeCom errcode
+// (-1, 45009, 45033, 60020, 50002, …), before anything else is checked. Calls queue: FailNext
+// twice fails the next two calls; a queued 0 lets one call through normally.
 func (s *Sim) FailNext(endpoint string, errcode int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	name := endpointName(endpoint)
 	s.failNext[name] = append(s.failNext[name], errcode)
+}
+
+// SetLatency delays every answer of endpoint (named as for Calls) by d; 0 removes the delay. A
+// client that gives up meanwhile gets nothing.
+func (s *Sim) SetLatency(endpoint string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency[endpointName(endpoint)] = d
+}
+
+// SetHTTPStatus makes endpoint (named as for Calls) answer HTTP status with an HTML error page, as
+// a proxy or gateway in front of WeCom does (e.g. 502); 0 or 200 restores normal answers.
+func (s *Sim) SetHTTPStatus(endpoint string, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status[endpointName(endpoint)] = status
+}
+
+// SetGarbage makes endpoint (named as for Calls) answer HTTP 200 with a body that is not JSON, or
+// restores normal answers.
+func (s *Sim) SetGarbage(endpoint string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.garbage[endpointName(endpoint)] = on
+}
+
+// SetVisible puts a member inside or outside the app's visible range. An unknown userid is
+// ignored.
+func (s *Sim) SetVisible(userID string, visible bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := s.members[strings.ToLower(userID)]; m != nil {
+		m.OutsideVisibleRange = !visible
+	}
+}
+
+// arrive counts a request to endpoint and applies the network faults set for it: the latency,
+// then an HTTP status or garbage. It reports whether the request should be answered normally.
+func (s *Sim) arrive(w http.ResponseWriter, r *http.Request, name string) bool {
+	s.mu.Lock()
+	s.calls[name]++
+	delay, status, garbage := s.latency[name], s.status[name], s.garbage[name]
+	s.mu.Unlock()
+
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return false // the client gave up
+		}
+	}
+	switch {
+	case status != 0 && status != http.StatusOK:
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(status)
+		_, _ = fmt.Fprintf(w, "<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n<center><h1>%d %s</h1></center>\r\n<hr><center>stgw</center>\r\n</body>\r\n</html>\r\n",
+			status, http.StatusText(status), status, http.StatusText(status))
+		return false
+	case garbage:
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "<!DOCTYPE html><html><body><p>系统繁忙，请稍后再试 (wecomsim garbage)</p></body></html>")
+		return false
+	}
+	return true
 }
 
 // SetStatus changes a member's status (1 active, 2 disabled, 4 not activated, 5 left). An unknown

@@ -684,3 +684,228 @@ func TestUnknownPath(t *testing.T) {
 		t.Errorf("status %d, want 404", p.status)
 	}
 }
+
+func TestTagEndpoints(t *testing.T) {
+	s := MustSim(t, nil)
+	tok := s.MustToken(t)
+	m := s.MustGet(t, "tag/list", url.Values{"access_token": {tok}})
+	wantErrcode(t, "tag/list", m, 0)
+	if got, _ := json.Marshal(m["taglist"]); string(got) != `[{"tagid":1,"tagname":"管理员"},{"tagid":2,"tagname":"值班"}]` {
+		t.Errorf("taglist = %s", got)
+	}
+
+	m = s.MustGet(t, "tag/get", url.Values{"access_token": {tok}, "tagid": {"1"}})
+	wantErrcode(t, "tag/get 1", m, 0)
+	if got, _ := json.Marshal(m["userlist"]); m["tagname"] != "管理员" || string(got) != `[{"name":"张三","userid":"zhangsan"}]` {
+		t.Errorf("tag 1 = %v (userlist %s)", m, got)
+	}
+	if got, _ := json.Marshal(m["partylist"]); string(got) != `[]` {
+		t.Errorf("tag 1 partylist = %s", got)
+	}
+	m = s.MustGet(t, "tag/get", url.Values{"access_token": {tok}, "tagid": {"2"}})
+	if got, _ := json.Marshal(m["partylist"]); m["tagname"] != "值班" || string(got) != `[4]` {
+		t.Errorf("tag 2 = %v (partylist %s)", m, got)
+	}
+	if got, _ := json.Marshal(m["userlist"]); string(got) != `[]` {
+		t.Errorf("tag 2 userlist = %s", got)
+	}
+
+	wantErrcode(t, "unknown tag", s.MustGet(t, "tag/get", url.Values{"access_token": {tok}, "tagid": {"99"}}), 40068)
+	wantErrcode(t, "bad tagid", s.MustGet(t, "tag/get", url.Values{"access_token": {tok}, "tagid": {"x"}}), 40058)
+	wantErrcode(t, "tag/list without a token", s.MustGet(t, "tag/list", nil), 41001)
+	wantErrcode(t, "tag/get with a bad token", s.MustGet(t, "tag/get", url.Values{"access_token": {"bogus"}, "tagid": {"1"}}), 40014)
+
+	// Filtered to the visible range, as WeCom does.
+	s.SetVisible("zhangsan", false)
+	m = s.MustGet(t, "tag/get", url.Values{"access_token": {tok}, "tagid": {"1"}})
+	if got, _ := json.Marshal(m["userlist"]); string(got) != `[]` {
+		t.Errorf("tag 1 userlist with zhangsan outside the range = %s", got)
+	}
+	if s.Calls("tag/list") != 2 || s.Calls("tag/get") != 6 {
+		t.Errorf("Calls: tag/list %d tag/get %d", s.Calls("tag/list"), s.Calls("tag/get"))
+	}
+}
+
+func TestFailNextAnyErrcode(t *testing.T) {
+	s := MustSim(t, nil)
+	tok := s.MustToken(t)
+	codes := []int{-1, 45009, 45033, 60020, 50002, 60011, 60021, 48002, 40082, 42009, 85005, 301002, 12345}
+	for _, code := range codes {
+		s.FailNext("tag/list", code)
+	}
+	s.FailNext("tag/list", 0) // passes one call through
+	s.FailNext("tag/list", -1)
+	for _, code := range codes {
+		m := s.MustGet(t, "tag/list", url.Values{"access_token": {tok}})
+		wantErrcode(t, "FailNext", m, code)
+		if msg, _ := m["errmsg"].(string); !strings.Contains(msg, "wecomsim") {
+			t.Errorf("errmsg %q", msg)
+		}
+	}
+	if m := s.MustGet(t, "tag/list", url.Values{"access_token": {tok}}); errcode(m) != 0 || m["taglist"] == nil {
+		t.Errorf("queued 0: %v, want a normal answer", m)
+	}
+	wantErrcode(t, "after the 0", s.MustGet(t, "tag/list", url.Values{"access_token": {tok}}), -1)
+	wantErrcode(t, "queue empty", s.MustGet(t, "tag/list", url.Values{"access_token": {tok}}), 0)
+}
+
+func TestNetworkFaults(t *testing.T) {
+	s := MustSim(t, nil)
+	tok := s.MustToken(t)
+	get := func(client *http.Client, endpoint string) (*http.Response, string, error) {
+		resp, err := client.Get(s.srv.URL + "/cgi-bin/" + endpoint + "?access_token=" + tok + "&userid=lisi")
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b), nil
+	}
+
+	t.Run("HTTP status", func(t *testing.T) {
+		s.SetHTTPStatus("user/get", http.StatusBadGateway)
+		resp, body, err := get(http.DefaultClient, "user/get")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 502 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(body, "<html>") || !strings.Contains(body, "502 Bad Gateway") {
+			t.Errorf("HTTP %d %s:\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+		if resp, _, _ := get(http.DefaultClient, "department/get"); resp.StatusCode != 200 {
+			t.Errorf("another endpoint: HTTP %d", resp.StatusCode)
+		}
+		s.SetHTTPStatus("cgi-bin/user/get", 0)
+		wantErrcode(t, "after SetHTTPStatus 0", s.MustGet(t, "user/get", url.Values{"access_token": {tok}, "userid": {"lisi"}}), 0)
+	})
+	t.Run("HTTP status keeps FailNext", func(t *testing.T) {
+		s.FailNext("user/get", 60020)
+		s.SetHTTPStatus("user/get", http.StatusServiceUnavailable)
+		if resp, _, _ := get(http.DefaultClient, "user/get"); resp.StatusCode != 503 {
+			t.Errorf("HTTP %d", resp.StatusCode)
+		}
+		s.SetHTTPStatus("user/get", http.StatusOK)
+		wantErrcode(t, "FailNext after the outage", s.MustGet(t, "user/get", url.Values{"access_token": {tok}, "userid": {"lisi"}}), 60020)
+	})
+	t.Run("garbage", func(t *testing.T) {
+		s.SetGarbage("user/get", true)
+		resp, body, err := get(http.DefaultClient, "user/get")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &v) == nil || body == "" {
+			t.Errorf("HTTP %d, body %q: want 200 with something that is not JSON", resp.StatusCode, body)
+		}
+		s.SetGarbage("user/get", false)
+		wantErrcode(t, "after SetGarbage false", s.MustGet(t, "user/get", url.Values{"access_token": {tok}, "userid": {"lisi"}}), 0)
+	})
+	t.Run("latency", func(t *testing.T) {
+		s.SetLatency("user/get", time.Hour)
+		impatient := &http.Client{Timeout: 50 * time.Millisecond}
+		if _, _, err := get(impatient, "user/get"); err == nil {
+			t.Error("a request to a slow endpoint finished within the client's timeout")
+		}
+		if _, _, err := get(impatient, "department/get"); err != nil {
+			t.Errorf("another endpoint: %v", err)
+		}
+		s.SetLatency("user/get", 0)
+		if _, _, err := get(impatient, "user/get"); err != nil {
+			t.Errorf("after SetLatency 0: %v", err)
+		}
+	})
+	t.Run("pages too", func(t *testing.T) {
+		s.SetHTTPStatus("wwlogin/sso/login", http.StatusBadGateway)
+		if p := s.MustPage(t, s.webLoginURL(s.webLoginQuery())); p.status != 502 {
+			t.Errorf("web-login page: HTTP %d", p.status)
+		}
+		s.SetHTTPStatus("wwlogin/sso/login", 0)
+	})
+	if got := s.Calls("user/get"); got != 8 {
+		t.Errorf("Calls(user/get) = %d, want 8 (faulty answers count)", got)
+	}
+}
+
+func TestSetVisible(t *testing.T) {
+	s := MustSim(t, nil)
+	tok := s.MustToken(t)
+	s.SetVisible("LiSi", false)
+	s.SetVisible("nobody", false) // ignored
+
+	wantErrcode(t, "user/get", s.MustGet(t, "user/get", url.Values{"access_token": {tok}, "userid": {"lisi"}}), 60011)
+	m := s.MustGet(t, "auth/getuserinfo", url.Values{"access_token": {tok}, "code": {s.Code("lisi", true, wecomsim.ScopePrivateInfo)}})
+	if m["userid"] != "lisi" || m["user_ticket"] != nil {
+		t.Errorf("getuserinfo = %v, want the userid and no user_ticket", m)
+	}
+	for _, u := range []string{s.webLoginURL(s.webLoginQuery()), s.authorizeURL(s.authorizeQuery(wecomsim.ScopeBase))} {
+		p := s.MustPage(t, u)
+		if p.links(t)["lisi"] == "" || !strings.Contains(p.body, "outside the app&#39;s visible range") {
+			t.Errorf("page does not list lisi with a note:\n%s", p.body)
+		}
+	}
+
+	s.SetVisible("lisi", true)
+	wantErrcode(t, "user/get back in range", s.MustGet(t, "user/get", url.Values{"access_token": {tok}, "userid": {"lisi"}}), 0)
+
+	// A ticket issued in range stops working outside it.
+	m = s.MustGet(t, "auth/getuserinfo", url.Values{"access_token": {tok}, "code": {s.Code("zhangsan", true, wecomsim.ScopePrivateInfo)}})
+	s.SetVisible("zhangsan", false)
+	wantErrcode(t, "getuserdetail outside the range", s.MustAPI(t, http.MethodPost, "auth/getuserdetail", url.Values{"access_token": {tok}}, map[string]any{"user_ticket": m["user_ticket"]}), 60011)
+}
+
+var quickRE = regexp.MustCompile(`data-quick-login="([^"]*)" href="([^"]*)"`)
+
+func TestQuickLogin(t *testing.T) {
+	t.Run("first active member", func(t *testing.T) {
+		s := MustSim(t, func(c *wecomsim.Config) {
+			c.Members[0].Status = wecomsim.StatusDisabled // zhangsan: lisi is the first active member
+		})
+		tok := s.MustToken(t)
+		p := s.MustPage(t, s.webLoginURL(s.webLoginQuery()))
+		if !strings.Contains(p.body, "检测到企业微信桌面端 · WeCom desktop app detected") {
+			t.Errorf("no quick-login panel:\n%s", p.body)
+		}
+		m := quickRE.FindStringSubmatch(p.body)
+		if m == nil || m[1] != "lisi" || !strings.Contains(p.body, "李四") {
+			t.Fatalf("quick-login link %v, want lisi", m)
+		}
+		ref, _ := url.Parse(html.UnescapeString(m[2]))
+		done := s.MustPage(t, p.url.ResolveReference(ref).String())
+		if done.status != http.StatusFound {
+			t.Fatalf("quick login: HTTP %d", done.status)
+		}
+		back, _ := url.Parse(done.location)
+		if back.Query().Get("state") != "Abc123" {
+			t.Errorf("callback %s", done.location)
+		}
+		if m := s.MustGet(t, "auth/getuserinfo", url.Values{"access_token": {tok}, "code": {back.Query().Get("code")}}); m["userid"] != "lisi" || m["user_ticket"] != nil {
+			t.Errorf("quick login exchanged to %v", m)
+		}
+		if len(p.links(t)) != 5 {
+			t.Errorf("the quick-login link counts as a member link: %d links", len(p.links(t)))
+		}
+	})
+	t.Run("not inside the client", func(t *testing.T) {
+		s := MustSim(t, nil)
+		if p := s.MustPage(t, s.authorizeURL(s.authorizeQuery(wecomsim.ScopeBase))); strings.Contains(p.body, "data-quick-login") {
+			t.Errorf("in-client page shows the desktop panel:\n%s", p.body)
+		}
+	})
+	t.Run("nobody active", func(t *testing.T) {
+		s := MustSim(t, func(c *wecomsim.Config) { c.Members = c.Members[3:] }) // zhaoliu (disabled), outsider
+		if p := s.MustPage(t, s.webLoginURL(s.webLoginQuery())); p.status != 200 || strings.Contains(p.body, "data-quick-login") {
+			t.Errorf("HTTP %d, panel shown without an active member:\n%s", p.status, p.body)
+		}
+	})
+	t.Run("escaped", func(t *testing.T) {
+		s := MustSim(t, func(c *wecomsim.Config) {
+			c.Members = append([]wecomsim.Member{{UserID: `x"><b>`, Name: `<script>alert("q")</script>`, Status: 1}}, c.Members...)
+		})
+		p := s.MustPage(t, s.webLoginURL(s.webLoginQuery()))
+		if strings.Contains(p.body, `<script>alert`) || strings.Contains(p.body, `"><b>`) {
+			t.Errorf("page contains unescaped member data:\n%s", p.body)
+		}
+		if m := quickRE.FindStringSubmatch(p.body); m == nil || html.UnescapeString(m[1]) != `x"><b>` {
+			t.Errorf("quick-login link %v", m)
+		}
+	})
+}
