@@ -76,6 +76,9 @@ type Client struct {
 	BackchannelLogoutURI string `json:"backchannel_logout_uri,omitempty"`
 	// BackchannelLogoutSessionRequired: the client needs `sid` in logout tokens (and ID tokens).
 	BackchannelLogoutSessionRequired bool `json:"backchannel_logout_session_required,omitempty"`
+	// Groups chooses what the `groups` claim holds for this client, in order: "names"
+	// (department names, the default when empty), "ids", "paths" (研发中心/平台组), "tags".
+	Groups []string `json:"groups,omitempty"`
 	// Source is "config" for clients reconciled from the config file, "cli" for the others.
 	Source    string    `json:"source"`
 	CreatedAt time.Time `json:"created_at"`
@@ -100,15 +103,17 @@ type AuthRequest struct {
 	ResponseType string   `json:"response_type"`
 	ResponseMode string   `json:"response_mode,omitempty"`
 	// CodeChallenge and CodeChallengeMethod are empty when PKCE was not used.
-	CodeChallenge       string    `json:"code_challenge,omitempty"`
-	CodeChallengeMethod string    `json:"code_challenge_method,omitempty"`
-	Prompt              []string  `json:"prompt,omitempty"`
-	MaxAge              *int64    `json:"max_age,omitempty"` // seconds; nil when absent
-	LoginHint           string    `json:"login_hint,omitempty"`
-	UILocales           []string  `json:"ui_locales,omitempty"`
-	HintSubject         string    `json:"hint_subject,omitempty"` // sub of a verified id_token_hint
-	CreatedAt           time.Time `json:"created_at"`
-	ExpiresAt           time.Time `json:"expires_at"`
+	CodeChallenge       string   `json:"code_challenge,omitempty"`
+	CodeChallengeMethod string   `json:"code_challenge_method,omitempty"`
+	Prompt              []string `json:"prompt,omitempty"`
+	MaxAge              *int64   `json:"max_age,omitempty"` // seconds; nil when absent
+	LoginHint           string   `json:"login_hint,omitempty"`
+	UILocales           []string `json:"ui_locales,omitempty"`
+	HintSubject         string   `json:"hint_subject,omitempty"` // sub of a verified id_token_hint
+	// UpstreamHint names the upstream to sign in with (idp_hint, or a login_hint naming one).
+	UpstreamHint string    `json:"upstream_hint,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	ExpiresAt    time.Time `json:"expires_at"`
 
 	// BrowserHash binds the request to the browser that first opened the login page:
 	// HashSecret of that browser's binding cookie. Set once.
@@ -127,6 +132,7 @@ type AuthRequest struct {
 type LoginState struct {
 	State         string    `json:"state"`
 	AuthRequestID string    `json:"auth_request_id"`
+	Upstream      string    `json:"upstream,omitempty"` // the upstream the person was sent to
 	BrowserHash   string    `json:"browser_hash"`
 	ExpiresAt     time.Time `json:"expires_at"`
 }
@@ -187,6 +193,7 @@ type Session struct {
 // User is what wecom-oidc knows of a person, refreshed at every login. Subject is the OIDC `sub`.
 type User struct {
 	Subject        string            `json:"subject"`
+	Upstream       string            `json:"upstream,omitempty"` // the upstream that authenticated them
 	CorpID         string            `json:"corp_id"`
 	UserID         string            `json:"userid"`
 	Name           string            `json:"name,omitempty"`
@@ -200,16 +207,27 @@ type User struct {
 	Position       string            `json:"position,omitempty"`
 	Departments    []Department      `json:"departments,omitempty"`
 	MainDepartment int64             `json:"main_department,omitempty"`
-	Groups         []string          `json:"groups,omitempty"`
+	Tags           []Tag             `json:"tags,omitempty"`
 	Status         int               `json:"status,omitempty"` // WeCom's user/get status
 	Extra          map[string]string `json:"extra,omitempty"`
 	Disabled       bool              `json:"disabled,omitempty"` // disabled by an operator
 	FirstSeen      time.Time         `json:"first_seen"`
 	LastLogin      time.Time         `json:"last_login"`
+	// LastChecked is when the upstream last confirmed the account may sign in (a login, or a
+	// re-check at refresh).
+	LastChecked time.Time `json:"last_checked"`
 }
 
-// Department is a WeCom department a user belongs to.
+// Department is a WeCom department a user belongs to. Path is the names from the top-level
+// department down to this one (nil when withheld).
 type Department struct {
+	ID   int64    `json:"id"`
+	Name string   `json:"name,omitempty"`
+	Path []string `json:"path,omitempty"`
+}
+
+// Tag is a WeCom tag (标签) on a user.
+type Tag struct {
 	ID   int64  `json:"id"`
 	Name string `json:"name,omitempty"`
 }

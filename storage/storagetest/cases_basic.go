@@ -430,7 +430,7 @@ func lifecycleCases() []testCase {
 			u.Departments[0].Name, u.Extra["employee_no"] = "evil", "evil"
 			users, err := e.s.ListUsers(e.ctx)
 			noErr(t, err, "ListUsers")
-			users[0].Groups[0] = "evil"
+			users[0].Departments[1].Path[0], users[0].Tags[0].Name = "evil", "evil"
 			gotU, err := e.s.GetUser(e.ctx, "u")
 			noErr(t, err, "GetUser")
 			equal(t, gotU, e.user("u"), "user after mutating input and returned copies")
