@@ -36,6 +36,26 @@ type ClaimsConfig struct {
 	EmailVerified bool
 	// DefaultGroups are added to every member's groups.
 	DefaultGroups []string
+	// Extra maps further claim names to profile fields, under the profile scope: "alias",
+	// "position", "main_department", or "extattr.<attribute name>" (WeCom 扩展属性).
+	Extra map[string]string
+}
+
+// Group shapes a client may choose for its `groups` claim (storage.Client.Groups).
+const (
+	GroupsNames = "names" // department names (the id when WeCom withholds a name)
+	GroupsIDs   = "ids"   // department ids
+	GroupsPaths = "paths" // department paths, "研发中心/平台组"
+	GroupsTags  = "tags"  // tag names
+)
+
+// standardClaims may not be redefined through ClaimsConfig.Extra.
+var standardClaims = map[string]bool{
+	"iss": true, "sub": true, "aud": true, "exp": true, "iat": true, "auth_time": true, "nonce": true,
+	"acr": true, "amr": true, "azp": true, "sid": true, "at_hash": true, "c_hash": true, "name": true,
+	"preferred_username": true, "nickname": true, "picture": true, "gender": true, "updated_at": true,
+	"email": true, "email_verified": true, "phone_number": true, "phone_number_verified": true,
+	"address": true, "groups": true, "wecom_corp_id": true, "wecom_userid": true, "department": true,
 }
 
 type claimsMapper struct{ cfg ClaimsConfig }
@@ -44,8 +64,8 @@ func newClaimsMapper(cfg ClaimsConfig) (*claimsMapper, error) {
 	if cfg.SubjectTemplate == "" {
 		cfg.SubjectTemplate = "{userid}"
 	}
-	if !strings.Contains(cfg.SubjectTemplate, "{userid}") || strings.Contains(cfg.SubjectTemplate, ":") {
-		return nil, fmt.Errorf("provider: subject template %q must contain {userid} and no ':'", cfg.SubjectTemplate)
+	if err := checkSubjectTemplate(cfg.SubjectTemplate); err != nil {
+		return nil, err
 	}
 	if len(cfg.EmailSources) == 0 {
 		cfg.EmailSources = []string{EmailSourceBizMail, EmailSourceEmail}
@@ -55,20 +75,58 @@ func newClaimsMapper(cfg ClaimsConfig) (*claimsMapper, error) {
 			return nil, fmt.Errorf("provider: unknown email source %q", s)
 		}
 	}
+	for claim, source := range cfg.Extra {
+		if err := CheckExtraClaim(claim, source); err != nil {
+			return nil, fmt.Errorf("provider: %w", err)
+		}
+	}
 	return &claimsMapper{cfg: cfg}, nil
+}
+
+// CheckExtraClaim validates one ClaimsConfig.Extra entry: a claim name that is not a standard
+// claim, and a known source.
+func CheckExtraClaim(claim, source string) error {
+	if claim == "" || standardClaims[claim] {
+		return fmt.Errorf("extra claim %q would be empty or replace a standard claim", claim)
+	}
+	switch {
+	case source == "alias", source == "position", source == "main_department":
+	case strings.HasPrefix(source, "extattr.") && len(source) > len("extattr."):
+	default:
+		return fmt.Errorf("extra claim %q: unknown source %q (alias, position, main_department, extattr.<name>)", claim, source)
+	}
+	return nil
+}
+
+// checkSubjectTemplate applies the rules every subject template must follow.
+func checkSubjectTemplate(tmpl string) error {
+	if !strings.Contains(tmpl, "{userid}") || strings.Contains(tmpl, ":") {
+		return fmt.Errorf("provider: subject template %q must contain {userid} and no ':'", tmpl)
+	}
+	return nil
 }
 
 var errBadSubject = errors.New("provider: subject would be empty or contain ':'")
 
-// user builds the stored user from a fresh identity; prev is the earlier record (zero if none), whose
-// first-seen time and operator flags are kept.
-func (m *claimsMapper) user(id upstream.Identity, prev storage.User, now time.Time) (storage.User, error) {
-	sub := strings.NewReplacer("{userid}", id.UserID, "{corp_id}", id.CorpID).Replace(m.cfg.SubjectTemplate)
+// subject makes `sub` for a person of an upstream; template "" means the global one.
+func (m *claimsMapper) subject(template string, id upstream.Identity) string {
+	if template == "" {
+		template = m.cfg.SubjectTemplate
+	}
+	return strings.NewReplacer("{userid}", id.UserID, "{corp_id}", id.CorpID).Replace(template)
+}
+
+// user builds the stored user from a fresh identity of the upstream up; prev is the earlier record
+// (zero if none), whose first-seen time and operator flags are kept. LastLogin and LastChecked
+// are the caller's.
+func (m *claimsMapper) user(up Upstream, id upstream.Identity, prev storage.User, now time.Time) (storage.User, error) {
+	sub := m.subject(up.SubjectTemplate, id)
 	if id.UserID == "" || strings.Contains(sub, ":") {
 		return storage.User{}, errBadSubject
 	}
 	u := storage.User{
 		Subject:        sub,
+		Upstream:       up.ID,
 		CorpID:         id.CorpID,
 		UserID:         id.UserID,
 		Name:           id.Name,
@@ -83,7 +141,8 @@ func (m *claimsMapper) user(id upstream.Identity, prev storage.User, now time.Ti
 		Extra:          id.Extra,
 		Disabled:       prev.Disabled,
 		FirstSeen:      prev.FirstSeen,
-		LastLogin:      now,
+		LastLogin:      prev.LastLogin,
+		LastChecked:    now,
 	}
 	if u.FirstSeen.IsZero() {
 		u.FirstSeen = now
@@ -102,24 +161,64 @@ func (m *claimsMapper) user(id upstream.Identity, prev storage.User, now time.Ti
 		u.Email = strings.NewReplacer("{userid}", id.UserID, "{corp_id}", id.CorpID).Replace(m.cfg.EmailFallback)
 	}
 	for _, d := range id.Departments {
-		u.Departments = append(u.Departments, storage.Department{ID: d.ID, Name: d.Name})
-		if d.Name != "" {
-			u.Groups = append(u.Groups, d.Name)
-		} else {
-			u.Groups = append(u.Groups, strconv.FormatInt(d.ID, 10))
-		}
+		u.Departments = append(u.Departments, storage.Department{ID: d.ID, Name: d.Name, Path: d.Path})
 	}
-	for _, g := range m.cfg.DefaultGroups {
-		if !slices.Contains(u.Groups, g) {
-			u.Groups = append(u.Groups, g)
-		}
+	for _, t := range id.Tags {
+		u.Tags = append(u.Tags, storage.Tag{ID: t.ID, Name: t.Name})
 	}
 	return u, nil
 }
 
-// setUserinfo fills info with the claims the scopes allow. The subject is always set: the OP
-// library copies it into the ID token's `sub`.
-func (m *claimsMapper) setUserinfo(info *oidc.UserInfo, u storage.User, scopes []string) {
+// groups is the `groups` claim for a client that asked for the given shapes (nil: names), with
+// the default groups after them, each once.
+func (m *claimsMapper) groups(u storage.User, shapes []string) []string {
+	if len(shapes) == 0 {
+		shapes = []string{GroupsNames}
+	}
+	out := []string{}
+	add := func(g string) {
+		if g != "" && !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	for _, shape := range shapes {
+		switch shape {
+		case GroupsNames:
+			for _, d := range u.Departments {
+				if d.Name != "" {
+					add(d.Name)
+				} else {
+					add(strconv.FormatInt(d.ID, 10))
+				}
+			}
+		case GroupsIDs:
+			for _, d := range u.Departments {
+				add(strconv.FormatInt(d.ID, 10))
+			}
+		case GroupsPaths:
+			for _, d := range u.Departments {
+				switch {
+				case len(d.Path) > 0:
+					add(strings.Join(d.Path, "/"))
+				case d.Name != "":
+					add(d.Name)
+				}
+			}
+		case GroupsTags:
+			for _, t := range u.Tags {
+				add(t.Name)
+			}
+		}
+	}
+	for _, g := range m.cfg.DefaultGroups {
+		add(g)
+	}
+	return out
+}
+
+// setUserinfo fills info with the claims the scopes allow, for a client that wants the given group
+// shapes. The subject is always set: the OP library copies it into the ID token's `sub`.
+func (m *claimsMapper) setUserinfo(info *oidc.UserInfo, u storage.User, scopes, groupShapes []string) {
 	info.Subject = u.Subject
 	for _, scope := range scopes {
 		switch scope {
@@ -142,6 +241,11 @@ func (m *claimsMapper) setUserinfo(info *oidc.UserInfo, u storage.User, scopes [
 				}
 				info.AppendClaims("department", ids)
 			}
+			for claim, source := range m.cfg.Extra {
+				if v := extraValue(u, source); v != nil {
+					info.AppendClaims(claim, v)
+				}
+			}
 		case oidc.ScopeEmail:
 			if u.Email != "" {
 				info.Email = u.Email
@@ -160,11 +264,71 @@ func (m *claimsMapper) setUserinfo(info *oidc.UserInfo, u storage.User, scopes [
 				info.Address = &oidc.UserInfoAddress{Formatted: u.Address}
 			}
 		case scopeGroups:
-			groups := u.Groups
-			if groups == nil {
-				groups = []string{}
-			}
-			info.AppendClaims("groups", groups)
+			info.AppendClaims("groups", m.groups(u, groupShapes))
 		}
 	}
+}
+
+// extraValue reads a ClaimsConfig.Extra source from the user; nil when it is empty.
+func extraValue(u storage.User, source string) any {
+	switch {
+	case source == "alias" && u.Alias != "":
+		return u.Alias
+	case source == "position" && u.Position != "":
+		return u.Position
+	case source == "main_department" && u.MainDepartment != 0:
+		return u.MainDepartment
+	case strings.HasPrefix(source, "extattr."):
+		if v := u.Extra[strings.TrimPrefix(source, "extattr.")]; v != "" {
+			return v
+		}
+	}
+	return nil
+}
+
+// CheckSubjectTemplates refuses subject templates that could give two people of different
+// upstreams the same `sub`. templates[i] is upstream i's effective template and corpIDs[i] its
+// corp. Safe are: templates whose literal prefixes (the text before the first placeholder) are
+// non-empty and none a prefix of another ("a-{userid}", "b-{userid}"); or one template for all
+// that starts with {corp_id} and a separator that cannot occur in a corp id ("{corp_id}.{userid}"),
+// with distinct corps. One upstream never collides.
+func CheckSubjectTemplates(templates, corpIDs []string) error {
+	if len(templates) < 2 {
+		return nil
+	}
+	prefixFree := true
+	for i, a := range templates {
+		pa, _, _ := strings.Cut(a, "{")
+		if pa == "" {
+			prefixFree = false
+			break
+		}
+		for j, b := range templates {
+			pb, _, _ := strings.Cut(b, "{")
+			if i != j && strings.HasPrefix(pb, pa) {
+				prefixFree = false
+			}
+		}
+	}
+	if prefixFree {
+		return nil
+	}
+	sameCorpScoped := true
+	corps := map[string]bool{}
+	for i, t := range templates {
+		rest, ok := strings.CutPrefix(t, "{corp_id}")
+		if t != templates[0] || !ok || rest == "" || rest[0] == '{' || isAlnum(rest[0]) || corps[corpIDs[i]] {
+			sameCorpScoped = false
+			break
+		}
+		corps[corpIDs[i]] = true
+	}
+	if sameCorpScoped {
+		return nil
+	}
+	return errors.New("subject templates of several upstreams could collide: use one template such as \"{corp_id}.{userid}\" for all (distinct corps), or give each a distinct literal prefix (\"a-{userid}\", \"b-{userid}\")")
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }

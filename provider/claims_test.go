@@ -18,7 +18,9 @@ func TestClaimsMapping(t *testing.T) {
 	member := upstream.Identity{
 		CorpID: "ww1", UserID: "zhangsan", Name: "张三",
 		Email: "zs@corp.example", PersonalEmail: "zs@personal.example", Mobile: "+86 138",
-		Departments: []upstream.Department{{ID: 2, Name: "研发中心"}, {ID: 7}},
+		Departments: []upstream.Department{{ID: 2, Name: "研发中心", Path: []string{"研发中心"}}, {ID: 3, Name: "平台组", Path: []string{"研发中心", "平台组"}}, {ID: 7}},
+		Tags:        []upstream.Tag{{ID: 1, Name: "管理员"}},
+		Position:    "工程师", Alias: "San", Extra: map[string]string{"工号": "E1001"},
 	}
 	noMail := upstream.Identity{CorpID: "ww1", UserID: "wangwu", Name: "王五"}
 	tests := []struct {
@@ -26,8 +28,10 @@ func TestClaimsMapping(t *testing.T) {
 		cfg    ClaimsConfig
 		id     upstream.Identity
 		scopes []string
-		want   map[string]any // claims that must be present with these values
-		absent []string
+		// groupShapes is the client's choice for `groups` (nil: names).
+		groupShapes []string
+		want        map[string]any // claims that must be present with these values
+		absent      []string
 	}{
 		{
 			name:   "defaults: biz_mail first, unverified, department names and ids",
@@ -36,7 +40,7 @@ func TestClaimsMapping(t *testing.T) {
 			want: map[string]any{
 				"sub": "zhangsan", "name": "张三", "preferred_username": "zhangsan",
 				"email": "zs@corp.example", "email_verified": false,
-				"groups": []any{"研发中心", "7"}, "department": []any{2.0, 7.0}, "wecom_corp_id": "ww1",
+				"groups": []any{"研发中心", "平台组", "7"}, "department": []any{2.0, 3.0, 7.0}, "wecom_corp_id": "ww1",
 			},
 		},
 		{
@@ -65,7 +69,22 @@ func TestClaimsMapping(t *testing.T) {
 			cfg:    ClaimsConfig{SubjectTemplate: "{corp_id}.{userid}", DefaultGroups: []string{"staff", "研发中心"}},
 			id:     member,
 			scopes: []string{"openid", "groups"},
-			want:   map[string]any{"sub": "ww1.zhangsan", "groups": []any{"研发中心", "7", "staff"}},
+			want:   map[string]any{"sub": "ww1.zhangsan", "groups": []any{"研发中心", "平台组", "7", "staff"}},
+		},
+		{
+			name:        "groups as paths, then tags, then ids",
+			id:          member,
+			scopes:      []string{"openid", "groups"},
+			groupShapes: []string{GroupsPaths, GroupsTags, GroupsIDs},
+			want:        map[string]any{"groups": []any{"研发中心", "研发中心/平台组", "管理员", "2", "3", "7"}},
+		},
+		{
+			name:   "extra claims from user/get fields and extattr",
+			cfg:    ClaimsConfig{Extra: map[string]string{"employee_id": "extattr.工号", "nick": "alias", "title": "position", "missing": "extattr.nope"}},
+			id:     member,
+			scopes: []string{"openid", "profile"},
+			want:   map[string]any{"employee_id": "E1001", "nick": "San", "title": "工程师"},
+			absent: []string{"missing"},
 		},
 		{
 			name:   "groups scope with no departments gives an empty list, not null",
@@ -80,12 +99,12 @@ func TestClaimsMapping(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			u, err := m.user(tt.id, storage.User{}, now)
+			u, err := m.user(Upstream{ID: "corp"}, tt.id, storage.User{}, now)
 			if err != nil {
 				t.Fatal(err)
 			}
 			info := new(oidc.UserInfo)
-			m.setUserinfo(info, u, tt.scopes)
+			m.setUserinfo(info, u, tt.scopes, tt.groupShapes)
 			raw, err := json.Marshal(info)
 			if err != nil {
 				t.Fatal(err)
@@ -116,12 +135,35 @@ func TestClaimsMapperRefusesUnsafeSubjects(t *testing.T) {
 		t.Error("template without {userid} accepted")
 	}
 	m, _ := newClaimsMapper(ClaimsConfig{})
-	if _, err := m.user(upstream.Identity{CorpID: "ww1", UserID: "a:b"}, storage.User{}, time.Now()); !errors.Is(err, errBadSubject) {
+	if _, err := m.user(Upstream{}, upstream.Identity{CorpID: "ww1", UserID: "a:b"}, storage.User{}, time.Now()); !errors.Is(err, errBadSubject) {
 		t.Errorf("userid with ':' gave %v", err)
 	}
 	prev := storage.User{FirstSeen: time.Unix(1, 0), Disabled: true}
-	u, err := m.user(upstream.Identity{CorpID: "ww1", UserID: "x"}, prev, time.Now())
+	u, err := m.user(Upstream{}, upstream.Identity{CorpID: "ww1", UserID: "x"}, prev, time.Now())
 	if err != nil || !u.FirstSeen.Equal(prev.FirstSeen) || !u.Disabled {
 		t.Errorf("previous record's first-seen and operator flags not kept: %+v, %v", u, err)
+	}
+}
+
+func TestSubjectTemplatesAcrossCorps(t *testing.T) {
+	tests := []struct {
+		templates, corps []string
+		ok               bool
+	}{
+		{[]string{"{userid}"}, []string{"wwA"}, true},
+		{[]string{"{userid}", "{userid}"}, []string{"wwA", "wwB"}, false},
+		{[]string{"{corp_id}.{userid}", "{corp_id}.{userid}"}, []string{"wwA", "wwB"}, true},
+		{[]string{"{corp_id}.{userid}", "{corp_id}.{userid}"}, []string{"wwA", "wwA"}, false},
+		{[]string{"{corp_id}{userid}", "{corp_id}{userid}"}, []string{"wwA", "wwAB"}, false},
+		{[]string{"{corp_id}.{userid}", "{userid}.{corp_id}"}, []string{"wwA", "wwB"}, false},
+		{[]string{"a-{userid}", "b-{userid}"}, []string{"wwA", "wwB"}, true},
+		{[]string{"a-{userid}", "a-b{userid}"}, []string{"wwA", "wwB"}, false},
+		{[]string{"a-{userid}", "{userid}"}, []string{"wwA", "wwB"}, false},
+	}
+	for _, tt := range tests {
+		err := CheckSubjectTemplates(tt.templates, tt.corps)
+		if (err == nil) != tt.ok {
+			t.Errorf("CheckSubjectTemplates(%q, %q) = %v, want ok=%v", tt.templates, tt.corps, err, tt.ok)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package provider_test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -39,7 +40,8 @@ const (
 // own loopback HTTP server: everything a relying party talks to is real HTTP.
 type harness struct {
 	t      testing.TB
-	sim    *wecomsim.Sim
+	sim    *wecomsim.Sim   // the first (or only) corp
+	sims   []*wecomsim.Sim // every corp, in upstream order
 	store  *bolt.Store
 	issuer string
 }
@@ -51,18 +53,19 @@ type harnessOptions struct {
 	now func() time.Time
 	// clients are registered along with web, spa and other.
 	clients []storage.Client
+	// corps, when set, puts several simulated corps behind the issuer (upstream ids corp-a,
+	// corp-b, …), each seed adjusted by its function; nil: one corp with id "corp".
+	corps []func(*wecomsim.Config)
+	// subject is every upstream's subject template (default: claims.subject).
+	subject string
+	// tags makes the connectors read WeCom tags.
+	tags bool
+	// recheckInterval and recheckGrace set the provider's re-check at refresh.
+	recheckInterval, recheckGrace time.Duration
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
-	seed := wecomsim.DefaultSeed()
-	if opts.seed != nil {
-		opts.seed(&seed)
-	}
-	sim := wecomsim.New(seed)
-	simSrv := httptest.NewServer(sim)
-	t.Cleanup(simSrv.Close)
-
 	store, err := bolt.Open(filepath.Join(t.TempDir(), "wecom-oidc.db"), bolt.Options{Now: opts.now})
 	if err != nil {
 		t.Fatal(err)
@@ -74,35 +77,66 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	var handler http.Handler
 	opSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	t.Cleanup(opSrv.Close)
-	h := &harness{t: t, sim: sim, store: store, issuer: opSrv.URL}
+	h := &harness{t: t, store: store, issuer: opSrv.URL}
+
+	corps := opts.corps
+	ids := []string{"corp"}
+	if corps == nil {
+		corps = []func(*wecomsim.Config){opts.seed}
+	} else {
+		ids = []string{"corp-a", "corp-b", "corp-c"}[:len(corps)]
+	}
+	var upstreams []provider.Upstream
+	for i, adjust := range corps {
+		seed := wecomsim.DefaultSeed()
+		if len(opts.corps) > 0 {
+			seed.CorpID = fmt.Sprintf("wwsim%013d", i+1)
+		}
+		if adjust != nil {
+			adjust(&seed)
+		}
+		sim := wecomsim.New(seed)
+		simSrv := httptest.NewServer(sim)
+		t.Cleanup(simSrv.Close)
+		conn, err := wecom.New(wecom.Config{
+			CorpID:       seed.CorpID,
+			AgentID:      seed.AgentID,
+			Secret:       seed.Secret,
+			Scope:        wecom.ScopePrivateInfo,
+			APIBaseURL:   simSrv.URL,
+			OAuthBaseURL: simSrv.URL,
+			LoginBaseURL: simSrv.URL,
+			RedirectURL:  opSrv.URL + "/login/wecom/callback",
+			Tokens:       provider.UpstreamTokens{Store: store},
+			Timeout:      5 * time.Second,
+			Tags:         opts.tags,
+			Now:          opts.now,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.sims = append(h.sims, sim)
+		upstreams = append(upstreams, provider.Upstream{
+			ID: ids[i], Name: fmt.Sprintf("模拟企业 %c", 'A'+i), NameEN: fmt.Sprintf("Sim corp %c", 'A'+i),
+			CorpID: seed.CorpID, Connector: conn, SubjectTemplate: opts.subject,
+		})
+	}
+	h.sim = h.sims[0]
 
 	ctx := context.Background()
-	conn, err := wecom.New(wecom.Config{
-		CorpID:       seed.CorpID,
-		AgentID:      seed.AgentID,
-		Secret:       seed.Secret,
-		Scope:        wecom.ScopePrivateInfo,
-		APIBaseURL:   simSrv.URL,
-		OAuthBaseURL: simSrv.URL,
-		LoginBaseURL: simSrv.URL,
-		RedirectURL:  opSrv.URL + "/login/wecom/callback",
-		Tokens:       provider.UpstreamTokens{Store: store},
-		Timeout:      5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	keySet, err := keys.Open(ctx, provider.KeyStore(store), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := provider.New(provider.Config{
-		Issuer:   opSrv.URL,
-		Store:    store,
-		Keys:     keySet,
-		Upstream: conn,
-		Claims:   opts.claims,
-		Now:      opts.now,
+		Issuer:          opSrv.URL,
+		Store:           store,
+		Keys:            keySet,
+		Upstreams:       upstreams,
+		Claims:          opts.claims,
+		Now:             opts.now,
+		RecheckInterval: opts.recheckInterval,
+		RecheckGrace:    opts.recheckGrace,
 	})
 	if err != nil {
 		t.Fatal(err)

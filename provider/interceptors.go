@@ -18,7 +18,17 @@ import (
 type (
 	sessionCtxKey    struct{} // HashSecret of the browser's SSO session cookie (end_session)
 	requestURICtxKey struct{} // the authorization request carried request_uri
+	idpHintCtxKey    struct{} // the authorization request's idp_hint (the library drops it)
 )
+
+// upstreamHint is what names an upstream in an authorization request: idp_hint, else the login
+// hint (matched against upstream ids and corp ids at the login page).
+func upstreamHint(ctx context.Context, loginHint string) string {
+	if h, _ := ctx.Value(idpHintCtxKey{}).(string); h != "" {
+		return h
+	}
+	return loginHint
+}
 
 // intercept runs inside the OP library's router (after its CORS and issuer middleware) and adds
 // what the library leaves out:
@@ -50,6 +60,9 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 		case strings.HasSuffix(path, authorizePath):
 			if r.FormValue("request_uri") != "" {
 				r = r.WithContext(context.WithValue(r.Context(), requestURICtxKey{}, true))
+			}
+			if h := r.FormValue("idp_hint"); h != "" {
+				r = r.WithContext(context.WithValue(r.Context(), idpHintCtxKey{}, h))
 			}
 		case strings.HasSuffix(path, p.op.TokenEndpoint().Relative()),
 			strings.HasSuffix(path, p.op.RevocationEndpoint().Relative()):

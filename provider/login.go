@@ -6,7 +6,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -76,10 +78,16 @@ func (p *Provider) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	up, ok := p.chooseUpstream(r, ar)
+	if !ok {
+		p.renderChooser(w, lang, ar)
+		return
+	}
 	state := randomAlnum(wecomStateLen)
 	err = p.store.CreateLoginState(ctx, storage.LoginState{
 		State:         state,
 		AuthRequestID: ar.ID,
+		Upstream:      up.ID,
 		BrowserHash:   ar.BrowserHash,
 		ExpiresAt:     p.now().Add(loginStateTTL),
 	})
@@ -87,7 +95,7 @@ func (p *Provider) login(w http.ResponseWriter, r *http.Request) {
 		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "login: store WeCom state", err)
 		return
 	}
-	target, err := p.cfg.Upstream.LoginURL(state, upstream.LoginHints{UserAgent: r.UserAgent(), Lang: lang})
+	target, err := up.Connector.LoginURL(state, upstream.LoginHints{UserAgent: r.UserAgent(), Lang: lang})
 	if err != nil {
 		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "login: upstream login URL", err)
 		return
@@ -146,22 +154,21 @@ func (p *Provider) wecomCallback(w http.ResponseWriter, r *http.Request) {
 		p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "callback: auth request gone", err)
 		return
 	}
+	lang := pickLang(ar.UILocales, r.Header.Get("Accept-Language"))
+	up, ok := p.upstreamByID(ls.Upstream)
+	if !ok {
+		p.failPageLang(w, r, lang, http.StatusBadRequest, msgRequestExpired, "callback: upstream no longer configured", nil)
+		return
+	}
 
-	id, err := p.cfg.Upstream.HandleCallback(ctx, r)
+	id, err := up.Connector.HandleCallback(ctx, r)
 	if err != nil {
-		var denied *upstream.DeniedError
-		if errors.As(err, &denied) {
-			p.log.InfoContext(ctx, "login denied", "client_id", ar.ClientID, "reason", denied.Reason)
-			p.rejectToApp(w, r, ar, oidc.ErrAccessDenied().WithDescription("%s", denied.Reason))
-			return
-		}
-		p.log.ErrorContext(ctx, "login failed: WeCom", "client_id", ar.ClientID, "error", err)
-		p.rejectToApp(w, r, ar, oidc.ErrServerError().WithDescription("WeCom could not be reached or answered with an error; try again later"))
+		p.upstreamFailed(w, r, lang, ar, up, err)
 		return
 	}
 
 	now := p.now()
-	user, err := p.signInUser(ctx, id, now)
+	user, err := p.signInUser(ctx, up, id, now)
 	if err != nil {
 		if errors.Is(err, errUserDisabled) {
 			p.rejectToApp(w, r, ar, oidc.ErrAccessDenied().WithDescription("this account is disabled"))
@@ -188,8 +195,8 @@ func (p *Provider) wecomCallback(w http.ResponseWriter, r *http.Request) {
 var errUserDisabled = errors.New("provider: user disabled by an operator")
 
 // signInUser records the person's fresh profile, keeping what an operator set.
-func (p *Provider) signInUser(ctx context.Context, id upstream.Identity, now time.Time) (storage.User, error) {
-	probe, err := p.claims.user(id, storage.User{}, now)
+func (p *Provider) signInUser(ctx context.Context, up Upstream, id upstream.Identity, now time.Time) (storage.User, error) {
+	probe, err := p.claims.user(up, id, storage.User{}, now)
 	if err != nil {
 		return storage.User{}, err
 	}
@@ -200,11 +207,114 @@ func (p *Provider) signInUser(ctx context.Context, id upstream.Identity, now tim
 	if prev.Disabled {
 		return storage.User{}, errUserDisabled
 	}
-	u, err := p.claims.user(id, prev, now)
+	u, err := p.claims.user(up, id, prev, now)
 	if err != nil {
 		return storage.User{}, err
 	}
+	u.LastLogin = now
 	return u, p.store.PutUser(ctx, u)
+}
+
+// upstreamFailed tells the person and the operator why the upstream did not sign them in. Plain
+// refusals go back to the application as access_denied; the others get a page that explains,
+// with a way back to the application (and, for outages, a way to try again).
+func (p *Provider) upstreamFailed(w http.ResponseWriter, r *http.Request, lang string, ar storage.AuthRequest, up Upstream, err error) {
+	ctx := r.Context()
+	var denied *upstream.DeniedError
+	switch {
+	case errors.As(err, &denied) && denied.Kind == upstream.DeniedNotVisible:
+		p.log.InfoContext(ctx, "login denied: outside the app's visible range", "client_id", ar.ClientID, "upstream", up.ID, "reason", denied.Reason)
+		p.renderPage(w, lang, http.StatusForbidden, msgNotVisible, returnLink(ar, "access_denied"))
+	case errors.As(err, &denied):
+		p.log.InfoContext(ctx, "login denied", "client_id", ar.ClientID, "upstream", up.ID, "kind", denied.Kind, "reason", denied.Reason)
+		p.rejectToApp(w, r, ar, oidc.ErrAccessDenied().WithDescription("%s", denied.Reason))
+	case errors.Is(err, upstream.ErrMisconfigured):
+		p.log.ErrorContext(ctx, "login failed: upstream misconfigured", "client_id", ar.ClientID, "upstream", up.ID, "error", err)
+		p.renderPage(w, lang, http.StatusBadGateway, msgMisconfigured, returnLink(ar, "server_error"))
+	default:
+		p.log.ErrorContext(ctx, "login failed: upstream unavailable", "client_id", ar.ClientID, "upstream", up.ID, "error", err)
+		p.renderPage(w, lang, http.StatusServiceUnavailable, msgUnavailable,
+			link{ID: "retry", Href: "/login?authRequestID=" + url.QueryEscape(ar.ID), Text: msgRetry},
+			returnLink(ar, "temporarily_unavailable"))
+	}
+}
+
+// Errors a person may take back to the application from our pages, with what it is told.
+var returnErrors = map[string]*oidc.Error{
+	"access_denied":           oidc.ErrAccessDenied().WithDescription("the person may not use this application"),
+	"temporarily_unavailable": {ErrorType: "temporarily_unavailable", Description: "WeCom is unavailable; try again later"},
+	"server_error":            oidc.ErrServerError().WithDescription("the sign-in service is misconfigured"),
+}
+
+func returnLink(ar storage.AuthRequest, code string) link {
+	return link{ID: "return", Href: "/login/return?authRequestID=" + url.QueryEscape(ar.ID) + "&error=" + code, Text: msgReturn}
+}
+
+// loginReturn ends a login from one of our pages: the application receives the error the page
+// offered (only those), if this browser started the login.
+func (p *Provider) loginReturn(w http.ResponseWriter, r *http.Request) {
+	ar, err := p.store.GetAuthRequest(r.Context(), r.URL.Query().Get("authRequestID"))
+	if err != nil || ar.Done {
+		p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "login return: unknown or finished auth request", err)
+		return
+	}
+	if !p.sameBrowser(r, ar.BrowserHash) {
+		p.failPage(w, r, http.StatusBadRequest, msgOtherBrowser, "login return: another browser", nil)
+		return
+	}
+	e, ok := returnErrors[r.URL.Query().Get("error")]
+	if !ok {
+		p.failPage(w, r, http.StatusBadRequest, msgBadCallback, "login return: unknown error code", nil)
+		return
+	}
+	copied := *e
+	p.rejectToApp(w, r, ar, &copied)
+}
+
+// chooseUpstream picks the upstream for this login: the only one; the one chosen on the chooser
+// page; or the one a hint names — an upstream id or corp id, alone or after '@' ("zhangsan@corp-a").
+func (p *Provider) chooseUpstream(r *http.Request, ar storage.AuthRequest) (Upstream, bool) {
+	if len(p.cfg.Upstreams) == 1 {
+		return p.cfg.Upstreams[0], true
+	}
+	if id := r.URL.Query().Get("upstream"); id != "" {
+		if up, ok := p.upstreamByID(id); ok {
+			return up, true
+		}
+	}
+	if ar.UpstreamHint == "" {
+		return Upstream{}, false
+	}
+	hint := ar.UpstreamHint
+	if _, after, ok := strings.Cut(hint, "@"); ok {
+		hint = after
+	}
+	for _, up := range p.cfg.Upstreams {
+		if hint == up.ID || (up.CorpID != "" && hint == up.CorpID) {
+			return up, true
+		}
+	}
+	return Upstream{}, false
+}
+
+// renderChooser shows the upstreams to choose from.
+func (p *Provider) renderChooser(w http.ResponseWriter, lang string, ar storage.AuthRequest) {
+	links := make([]link, 0, len(p.cfg.Upstreams))
+	for _, up := range p.cfg.Upstreams {
+		name := up.Name
+		if lang == "en" && up.NameEN != "" {
+			name = up.NameEN
+		}
+		if name == "" {
+			name = up.ID
+		}
+		links = append(links, link{
+			ID:   "upstream-" + up.ID,
+			Href: "/login?authRequestID=" + url.QueryEscape(ar.ID) + "&upstream=" + url.QueryEscape(up.ID),
+			Text: message{Title: map[string]string{"zh": name, "en": name}},
+		})
+	}
+	p.renderPage(w, lang, http.StatusOK, msgChooser, links...)
 }
 
 // startSession creates an SSO session and its cookie, ending the browser's previous one.

@@ -78,6 +78,7 @@ func (s *opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest
 		Prompt:              req.Prompt,
 		LoginHint:           req.LoginHint,
 		HintSubject:         hintSubject,
+		UpstreamHint:        upstreamHint(ctx, req.LoginHint),
 		CreatedAt:           now,
 		ExpiresAt:           now.Add(authRequestTTL),
 	}
@@ -206,22 +207,26 @@ func (s *opStorage) TokenRequestByRefreshToken(ctx context.Context, token string
 		}
 		return nil, err
 	}
-	if err := s.userActive(ctx, rt.Subject); err != nil {
+	u, err := s.p.store.GetUser(ctx, rt.Subject)
+	if err != nil {
+		return nil, err
+	}
+	if u.Disabled {
+		return nil, fmt.Errorf("provider: user %q is disabled", rt.Subject)
+	}
+	if err := s.p.stillAllowed(ctx, u, rt.FamilyID); err != nil {
 		return nil, err
 	}
 	return &refreshTokenRequest{rt}, nil
 }
 
-// userActive refuses people an operator has disabled.
-func (s *opStorage) userActive(ctx context.Context, subject string) error {
-	u, err := s.p.store.GetUser(ctx, subject)
+// groupShapes is what the client wants in `groups` (nil: the default).
+func (s *opStorage) groupShapes(ctx context.Context, clientID string) []string {
+	c, err := s.p.store.GetClient(ctx, clientID)
 	if err != nil {
-		return err
+		return nil
 	}
-	if u.Disabled {
-		return fmt.Errorf("provider: user %q is disabled", subject)
-	}
-	return nil
+	return c.Groups
 }
 
 // GetRefreshTokenInfo answers /revoke for refresh tokens: the id it returns is the family, so
@@ -311,7 +316,7 @@ func (s *opStorage) SetUserinfoFromRequest(ctx context.Context, info *oidc.UserI
 	if err != nil {
 		return fmt.Errorf("provider: claims for %q: %w", req.GetSubject(), err)
 	}
-	s.p.claims.setUserinfo(info, u, scopes)
+	s.p.claims.setUserinfo(info, u, scopes, s.groupShapes(ctx, req.GetClientID()))
 	// sid names the SSO session, so a back-channel logout token can be matched to this ID token.
 	var sid string
 	switch r := req.(type) {
@@ -343,7 +348,7 @@ func (s *opStorage) SetUserinfoFromToken(ctx context.Context, info *oidc.UserInf
 	if u.Disabled {
 		return fmt.Errorf("provider: user %q is disabled", subject)
 	}
-	s.p.claims.setUserinfo(info, u, at.Scopes)
+	s.p.claims.setUserinfo(info, u, at.Scopes, s.groupShapes(ctx, at.ClientID))
 	return nil
 }
 
@@ -362,7 +367,7 @@ func (s *opStorage) SetIntrospectionFromToken(ctx context.Context, resp *oidc.In
 		return err
 	}
 	info := new(oidc.UserInfo)
-	s.p.claims.setUserinfo(info, u, at.Scopes)
+	s.p.claims.setUserinfo(info, u, at.Scopes, s.groupShapes(ctx, at.ClientID))
 	resp.SetUserInfo(info)
 	resp.Scope = at.Scopes
 	resp.ClientID = at.ClientID

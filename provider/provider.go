@@ -43,11 +43,18 @@ const (
 type Config struct {
 	// Issuer is the exact issuer URL, without a trailing slash. http is accepted only for
 	// loopback hosts (development and tests).
-	Issuer   string
-	Store    storage.Store
-	Keys     *keys.Set
-	Upstream upstream.Connector
-	Claims   ClaimsConfig
+	Issuer    string
+	Store     storage.Store
+	Keys      *keys.Set
+	Upstreams []Upstream // at least one; with several, the person chooses (or a hint does)
+	Claims    ClaimsConfig
+
+	// RecheckInterval: at a refresh, the person's account is read from the upstream again when
+	// the last confirmation is older than this (default 10m). RecheckGrace: when the upstream
+	// cannot answer, refreshes go on until the last confirmation is this old (default 2h), then
+	// fail closed.
+	RecheckInterval time.Duration
+	RecheckGrace    time.Duration
 
 	AccessTokenTTL  time.Duration // default 1h
 	IDTokenTTL      time.Duration // default 1h
@@ -62,6 +69,20 @@ type Config struct {
 	Now    func() time.Time
 }
 
+// Upstream is one identity source — a WeCom corp's app — behind the issuer.
+type Upstream struct {
+	// ID names the upstream in idp_hint, in login_hint ("user@ID") and on the chooser; stored with
+	// each user. [a-z0-9-], stable.
+	ID string
+	// Name and NameEN are shown on the chooser page.
+	Name, NameEN string
+	// CorpID lets a login_hint "user@CORPID" pick this upstream.
+	CorpID    string
+	Connector upstream.Connector
+	// SubjectTemplate overrides ClaimsConfig.SubjectTemplate for people of this upstream.
+	SubjectTemplate string
+}
+
 // Provider is the OpenID Provider as an http.Handler.
 type Provider struct {
 	cfg     Config
@@ -74,6 +95,7 @@ type Provider struct {
 	handler http.Handler
 
 	httpClient *http.Client
+	rechecks   recheckGroup
 	clientKeys jwksCache
 	assertions jtiCache
 	// bg is the context of background work (back-channel deliveries); Close cancels it.
@@ -84,8 +106,17 @@ type Provider struct {
 
 // New builds the provider.
 func New(cfg Config) (*Provider, error) {
-	if cfg.Store == nil || cfg.Keys == nil || cfg.Upstream == nil {
-		return nil, errors.New("provider: Store, Keys and Upstream are required")
+	if cfg.Store == nil || cfg.Keys == nil || len(cfg.Upstreams) == 0 {
+		return nil, errors.New("provider: Store, Keys and at least one upstream are required")
+	}
+	if err := checkUpstreams(cfg.Upstreams, cfg.Claims.SubjectTemplate); err != nil {
+		return nil, err
+	}
+	if cfg.RecheckInterval <= 0 {
+		cfg.RecheckInterval = 10 * time.Minute
+	}
+	if cfg.RecheckGrace <= 0 {
+		cfg.RecheckGrace = 2 * time.Hour
 	}
 	if cfg.AccessTokenTTL <= 0 {
 		cfg.AccessTokenTTL = time.Hour
@@ -178,6 +209,7 @@ func (p *Provider) routes() http.Handler {
 		r.Use(op.NewIssuerInterceptor(p.op.IssuerFromRequest).Handler, securityHeaders)
 		r.Get("/login", p.login)
 		r.Get("/login/wecom/callback", p.wecomCallback)
+		r.Get("/login/return", p.loginReturn)
 	})
 	r.Mount("/", p.op)
 	return r
@@ -234,6 +266,53 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("Cache-Control", "no-store")
 		next.ServeHTTP(w, r)
 	})
+}
+
+// checkUpstreams refuses duplicate ids and subject templates that could give two people of
+// different upstreams the same `sub`: with several upstreams every template must contain
+// {corp_id} (and no two upstreams may share a corp with the same template) or begin with a
+// literal prefix of its own.
+func checkUpstreams(ups []Upstream, defaultTemplate string) error {
+	if defaultTemplate == "" {
+		defaultTemplate = "{userid}"
+	}
+	var templates, corps []string
+	seen := map[string]bool{}
+	for _, u := range ups {
+		if u.ID == "" || u.Connector == nil {
+			return errors.New("provider: every upstream needs an ID and a Connector")
+		}
+		if seen[u.ID] {
+			return fmt.Errorf("provider: duplicate upstream id %q", u.ID)
+		}
+		seen[u.ID] = true
+		t := u.SubjectTemplate
+		if t == "" {
+			t = defaultTemplate
+		}
+		if err := checkSubjectTemplate(t); err != nil {
+			return fmt.Errorf("upstream %q: %w", u.ID, err)
+		}
+		templates, corps = append(templates, t), append(corps, u.CorpID)
+	}
+	if err := CheckSubjectTemplates(templates, corps); err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	return nil
+}
+
+// upstreamByID returns the upstream with the id; a single upstream answers to "" as well (users
+// recorded before there were several).
+func (p *Provider) upstreamByID(id string) (Upstream, bool) {
+	for _, u := range p.cfg.Upstreams {
+		if u.ID == id {
+			return u, true
+		}
+	}
+	if id == "" && len(p.cfg.Upstreams) == 1 {
+		return p.cfg.Upstreams[0], true
+	}
+	return Upstream{}, false
 }
 
 // loginURL is where the OP library sends the browser after /authorize.
