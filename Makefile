@@ -26,6 +26,16 @@ test: ## Run every test, with the race detector
 interop: build ## Test against openid-client, an OpenID-certified relying party (needs Node 20+, npm)
 	cd interop/openid-client && npm ci --no-audit --no-fund --prefer-offline && node --test
 
+.PHONY: screenshots
+screenshots: browser ## Render the chooser and error pages in Chromium (zh, en) into ./screenshots
+	SCREENSHOT_DIR=$(CURDIR)/screenshots $(GO) test -count=1 -tags screenshots -run TestScreenshots -v ./provider
+
+.PHONY: browser
+browser: ## Install Debian's chromium and a CJK font when missing (needs root)
+	@if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi 'wenquanyi\|wqy'; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; \
+	fi
+
 .PHONY: lint
 lint: fmt-check ## gofmt and go vet
 	$(GO) vet ./...

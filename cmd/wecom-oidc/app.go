@@ -16,7 +16,6 @@ import (
 	"github.com/wecom-oidc/wecom-oidc/provider"
 	"github.com/wecom-oidc/wecom-oidc/storage"
 	"github.com/wecom-oidc/wecom-oidc/storage/bolt"
-	"github.com/wecom-oidc/wecom-oidc/upstream"
 	"github.com/wecom-oidc/wecom-oidc/upstream/wecom"
 )
 
@@ -41,46 +40,62 @@ func openStore(path string) (*bolt.Store, error) {
 	return bolt.Open(path, bolt.Options{Timeout: time.Second})
 }
 
-// newConnector builds the WeCom connector for the given issuer.
-func newConnector(cfg WeComConfig, issuer string, store storage.Store, log *slog.Logger, httpClient *http.Client) (upstream.Connector, error) {
-	return wecom.New(wecom.Config{
-		CorpID:       cfg.CorpID,
-		AgentID:      cfg.AgentID,
-		Secret:       cfg.Secret,
-		Scope:        cfg.Scope,
-		APIBaseURL:   cfg.APIBaseURL,
-		OAuthBaseURL: cfg.OAuthBaseURL,
-		LoginBaseURL: cfg.LoginBaseURL,
-		RedirectURL:  strings.TrimSuffix(issuer, "/") + "/login/wecom/callback",
-		HTTPClient:   httpClient,
-		Timeout:      cfg.Timeout,
-		Tokens:       provider.UpstreamTokens{Store: store},
-		Logger:       log.With("upstream", "wecom"),
-	})
+// newUpstreams builds one WeCom connector per configured upstream (the wecom block, or the
+// upstreams list) for the given issuer.
+func newUpstreams(cfg *Config, issuer string, store storage.Store, log *slog.Logger) ([]provider.Upstream, error) {
+	var ups []provider.Upstream
+	for _, uc := range cfg.EffectiveUpstreams() {
+		w := uc.WeCom
+		conn, err := wecom.New(wecom.Config{
+			CorpID:       w.CorpID,
+			AgentID:      w.AgentID,
+			Secret:       w.Secret,
+			Scope:        w.Scope,
+			APIBaseURL:   w.APIBaseURL,
+			OAuthBaseURL: w.OAuthBaseURL,
+			LoginBaseURL: w.LoginBaseURL,
+			RedirectURL:  strings.TrimSuffix(issuer, "/") + "/login/wecom/callback",
+			Timeout:      w.Timeout,
+			Tags:         w.Tags,
+			Tokens:       provider.UpstreamTokens{Store: store},
+			Logger:       log.With("upstream", uc.ID),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: %w", uc.ID, err)
+		}
+		ups = append(ups, provider.Upstream{
+			ID: uc.ID, Name: uc.Name, NameEN: uc.NameEN, CorpID: w.CorpID,
+			Connector: conn, SubjectTemplate: uc.Subject,
+		})
+	}
+	return ups, nil
 }
 
 // newProvider builds the OP over an open store.
-func newProvider(ctx context.Context, cfg *Config, issuer string, store storage.Store, conn upstream.Connector, log *slog.Logger) (*provider.Provider, error) {
+func newProvider(ctx context.Context, cfg *Config, issuer string, store storage.Store, ups []provider.Upstream, log *slog.Logger) (*provider.Provider, error) {
 	keySet, err := keys.Open(ctx, provider.KeyStore(store), nil)
 	if err != nil {
 		return nil, err
 	}
 	return provider.New(provider.Config{
-		Issuer:   issuer,
-		Store:    store,
-		Keys:     keySet,
-		Upstream: conn,
+		Issuer:    issuer,
+		Store:     store,
+		Keys:      keySet,
+		Upstreams: ups,
 		Claims: provider.ClaimsConfig{
 			SubjectTemplate: cfg.Claims.Subject,
 			EmailSources:    cfg.Claims.EmailSources,
 			EmailFallback:   cfg.Claims.EmailFallback,
 			EmailVerified:   cfg.Claims.EmailVerified,
 			DefaultGroups:   cfg.Claims.DefaultGroups,
+			Extra:           cfg.Claims.Extra,
 		},
 		AccessTokenTTL:  cfg.Tokens.AccessTokenTTL,
 		IDTokenTTL:      cfg.Tokens.IDTokenTTL,
 		RefreshTokenTTL: cfg.Tokens.RefreshTokenTTL,
 		SessionTTL:      cfg.Tokens.SessionTTL,
+		RecheckInterval: cfg.Tokens.RecheckInterval,
+		RecheckGrace:    cfg.Tokens.RecheckGrace,
 		Logger:          log,
 	})
 }
@@ -112,6 +127,7 @@ func reconcileClients(ctx context.Context, store storage.Store, clients []Client
 			JWKSURI:                          cc.JWKSURI,
 			BackchannelLogoutURI:             cc.BackchannelLogoutURI,
 			BackchannelLogoutSessionRequired: cc.BackchannelLogoutSessionRequired,
+			Groups:                           cc.Groups,
 			Source:                           storage.SourceConfig,
 			CreatedAt:                        now,
 			UpdatedAt:                        now,

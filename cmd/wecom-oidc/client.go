@@ -37,7 +37,7 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 	var (
 		id, name, backchannel         string
 		authMethod, jwksFile, jwksURI string
-		redirects, logouts            stringList
+		redirects, logouts, groups    stringList
 		public, noIDTokenCls          bool
 	)
 	if sub == "add" {
@@ -47,6 +47,7 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 		fs.Var(&logouts, "post-logout-redirect-uri", "post-logout redirect URI (repeatable)")
 		fs.BoolVar(&public, "public", false, "public client: no secret, PKCE required (SPAs, native apps)")
 		fs.BoolVar(&noIDTokenCls, "no-id-token-claims", false, "put profile claims in userinfo only, not in the ID token")
+		fs.Var(&groups, "groups", "what the groups claim holds: names (default), ids, paths, tags (repeatable, in order)")
 		fs.StringVar(&backchannel, "backchannel-logout-uri", "", "where to POST logout tokens when a session ends")
 		fs.StringVar(&authMethod, "auth-method", "", "token endpoint authentication: client_secret_basic (default) or private_key_jwt")
 		fs.StringVar(&jwksFile, "jwks-file", "", "private_key_jwt: file holding the client's public JSON Web Key Set")
@@ -72,7 +73,7 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 		c := storage.Client{
 			ID: id, Name: name, RedirectURIs: redirects, PostLogoutRedirectURIs: logouts,
 			Public: public, IDTokenClaims: !noIDTokenCls, BackchannelLogoutURI: backchannel,
-			AuthMethod: authMethod, JWKSURI: jwksURI,
+			AuthMethod: authMethod, JWKSURI: jwksURI, Groups: groups,
 		}
 		if jwksFile != "" {
 			raw, err := os.ReadFile(jwksFile)
@@ -160,6 +161,13 @@ func validateClient(c storage.Client) error {
 	}
 	if c.BackchannelLogoutURI != "" {
 		checkRedirectURI(&ps, "--backchannel-logout-uri", c.BackchannelLogoutURI)
+	}
+	for _, g := range c.Groups {
+		switch g {
+		case provider.GroupsNames, provider.GroupsIDs, provider.GroupsPaths, provider.GroupsTags:
+		default:
+			ps.add("--groups", "must be names, ids, paths or tags, got %q", g)
+		}
 	}
 	switch c.AuthMethod {
 	case "", "client_secret_basic", "client_secret_post":

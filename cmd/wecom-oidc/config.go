@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -22,6 +24,8 @@ import (
 	"github.com/knadh/koanf/providers/confmap"
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
+
+	"github.com/wecom-oidc/wecom-oidc/provider"
 )
 
 // Config is the configuration file format (YAML). It belongs to the command: run() converts it
@@ -29,15 +33,36 @@ import (
 //
 // Printing a Config (fmt's %v, %+v, %s, %#v) or logging it with slog redacts every secret.
 type Config struct {
-	Issuer  string         `koanf:"issuer"` // exact; no trailing slash
-	Listen  string         `koanf:"listen"` // host:port
-	Log     LogConfig      `koanf:"log"`
-	Storage StorageConfig  `koanf:"storage"`
-	WeCom   WeComConfig    `koanf:"wecom"`
-	Tokens  TokensConfig   `koanf:"tokens"`
-	Claims  ClaimsConfig   `koanf:"claims"`
-	Clients []ClientConfig `koanf:"clients"` // static clients; file only (no environment form)
-	Dev     DevConfig      `koanf:"dev"`
+	Issuer  string        `koanf:"issuer"` // exact; no trailing slash
+	Listen  string        `koanf:"listen"` // host:port
+	Log     LogConfig     `koanf:"log"`
+	Storage StorageConfig `koanf:"storage"`
+	WeCom   WeComConfig   `koanf:"wecom"`
+	// Upstreams puts several WeCom corps/apps behind one issuer; file only (no environment form).
+	// Empty: the wecom block is the one upstream (EffectiveUpstreams).
+	Upstreams []UpstreamConfig `koanf:"upstreams"`
+	Tokens    TokensConfig     `koanf:"tokens"`
+	Claims    ClaimsConfig     `koanf:"claims"`
+	Clients   []ClientConfig   `koanf:"clients"` // static clients; file only (no environment form)
+	Dev       DevConfig        `koanf:"dev"`
+}
+
+// UpstreamConfig is one WeCom corp and app people may sign in with, when several share the issuer.
+//
+// LoadConfig fills in what an entry leaves empty: name from id, name_en from name, and the wecom
+// block's scope, base URLs and timeout from the top-level wecom block (itself defaulted). Subject
+// stays "" when unset, meaning claims.subject.
+type UpstreamConfig struct {
+	// ID is [a-z0-9-]{1,32}, unique; it names the upstream in idp_hint, in login_hint "user@id"
+	// and on the chooser page.
+	ID     string `koanf:"id"`
+	Name   string `koanf:"name"`    // shown on the chooser (Chinese); default ID
+	NameEN string `koanf:"name_en"` // shown on the chooser in English; default Name
+	// WeCom is the corp and app, exactly like the top-level wecom block; its secret comes from
+	// secret, secret_file or secret_env (an upstream has no environment form of its own).
+	WeCom WeComConfig `koanf:"wecom"`
+	// Subject is this upstream's subject template; "" means claims.subject.
+	Subject string `koanf:"subject"`
 }
 
 // LogConfig selects the process logger.
@@ -55,10 +80,17 @@ type StorageConfig struct {
 type WeComConfig struct {
 	CorpID  string `koanf:"corp_id"`
 	AgentID string `koanf:"agent_id"` // digits
-	// Secret is the app's corpsecret. After LoadConfig it holds the content of SecretFile when
-	// that was the source.
-	Secret       string        `koanf:"secret"`
-	SecretFile   string        `koanf:"secret_file"`
+	// Secret is the app's corpsecret. After LoadConfig it holds the value of SecretEnv or the
+	// content of SecretFile when one of those was the source.
+	Secret     string `koanf:"secret"`
+	SecretFile string `koanf:"secret_file"`
+	// SecretEnv names an environment variable holding the secret (the only environment route for
+	// upstreams[] entries, which have no environment form). Exactly one of secret, secret_file,
+	// secret_env.
+	SecretEnv string `koanf:"secret_env"`
+	// Tags reads the person's WeCom tags (tag/list, tag/get) for the groups claim (clients[].groups
+	// "tags"); default false. The app needs access to the tags.
+	Tags         bool          `koanf:"tags"`
 	Scope        string        `koanf:"scope"`          // snsapi_privateinfo (default) | snsapi_base
 	APIBaseURL   string        `koanf:"api_base_url"`   // default https://qyapi.weixin.qq.com
 	OAuthBaseURL string        `koanf:"oauth_base_url"` // default https://open.weixin.qq.com
@@ -74,6 +106,12 @@ type TokensConfig struct {
 	IDTokenTTL      time.Duration `koanf:"id_token_ttl"`      // default 1h
 	RefreshTokenTTL time.Duration `koanf:"refresh_token_ttl"` // default 720h; ≥ access_token_ttl
 	SessionTTL      time.Duration `koanf:"session_ttl"`       // SSO session; default 12h
+	// RecheckInterval: at a refresh, WeCom is asked again when its last confirmation of the person
+	// is older than this. Default 10m.
+	RecheckInterval time.Duration `koanf:"recheck_interval"`
+	// RecheckGrace: while WeCom cannot answer, refreshes continue until the last confirmation is
+	// this old. Default 2h.
+	RecheckGrace time.Duration `koanf:"recheck_grace"`
 }
 
 // ClaimsConfig shapes the claims made from a WeCom profile (design §5).
@@ -90,6 +128,9 @@ type ClaimsConfig struct {
 	EmailVerified bool `koanf:"email_verified"`
 	// DefaultGroups are added to every person's groups.
 	DefaultGroups []string `koanf:"default_groups"`
+	// Extra maps further claim names to their source: alias | position | main_department |
+	// extattr.<name> (a WeCom 扩展属性). File only (no environment form).
+	Extra map[string]string `koanf:"extra"`
 }
 
 // ClientConfig is a static relying party, reconciled into storage at start.
@@ -113,6 +154,9 @@ type ClientConfig struct {
 	// BackchannelLogoutURI receives a logout token when a session that signed in here ends.
 	BackchannelLogoutURI             string `koanf:"backchannel_logout_uri"`
 	BackchannelLogoutSessionRequired bool   `koanf:"backchannel_logout_session_required"`
+	// Groups is what the `groups` claim holds, in this order: names (department names; the
+	// default when empty), ids, paths (department paths), tags (WeCom tags; needs wecom.tags).
+	Groups []string `koanf:"groups"`
 
 	resolved secretResolution
 }
@@ -174,7 +218,12 @@ const (
 	minClientSecretLen = 16
 	// maxClientIDLen is the longest client id.
 	maxClientIDLen = 64
+	// maxUpstreamIDLen is the longest upstream id.
+	maxUpstreamIDLen = 32
 )
+
+// groupShapes are the values of clients[].groups.
+var groupShapes = []string{provider.GroupsNames, provider.GroupsIDs, provider.GroupsPaths, provider.GroupsTags}
 
 // defaultValues is the lowest configuration layer. Keys are flat, "." between levels.
 func defaultValues() map[string]any {
@@ -192,6 +241,8 @@ func defaultValues() map[string]any {
 		"tokens.id_token_ttl":      time.Hour,
 		"tokens.refresh_token_ttl": 720 * time.Hour,
 		"tokens.session_ttl":       12 * time.Hour,
+		"tokens.recheck_interval":  10 * time.Minute,
+		"tokens.recheck_grace":     2 * time.Hour,
 		"claims.subject":           "{userid}",
 		"claims.email_sources":     []string{"biz_mail", "email"},
 	}
@@ -201,15 +252,16 @@ func defaultValues() map[string]any {
 // file at path (skipped when path is ""), then the environment read through getenv (nil means an
 // empty environment).
 //
-// Every key except the clients list is settable as an environment variable: WECOM_OIDC_ + the
+// Every key except the clients and upstreams lists and the claims.extra map is settable as an
+// environment variable: WECOM_OIDC_ + the
 // upper-case key path with "__" between levels (WECOM_OIDC_WECOM__SECRET,
 // WECOM_OIDC_TOKENS__SESSION_TTL=8h, WECOM_OIDC_CLAIMS__DEFAULT_GROUPS=a,b). getenv cannot tell an
 // unset variable from an empty one, so an empty variable leaves the value from the layers below.
 //
 // LoadConfig fails on a file it cannot read, malformed YAML, a value of the wrong type, an unknown
 // key (a typo must not silently become a default) and an environment value that does not parse.
-// Secret indirections (wecom.secret_file, clients[].secret_env, clients[].secret_file) are resolved
-// into the Secret fields; a lookup that fails is not an error here but a problem Validate reports,
+// Upstream entries get their defaults (see UpstreamConfig). Secret indirections (secret_env and
+// secret_file of wecom, upstreams[].wecom and clients[]) are resolved into the Secret fields; a lookup that fails is not an error here but a problem Validate reports,
 // so that `config check` lists everything at once. Relative file paths are relative to the
 // working directory.
 func LoadConfig(path string, getenv func(string) string) (*Config, error) {
@@ -244,6 +296,9 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 			source = "config file " + path
 		}
 		return nil, fmt.Errorf("%s: %w", source, explainDecodeError(err))
+	}
+	for i := range c.Upstreams {
+		c.Upstreams[i] = c.Upstreams[i].withDefaults(c.WeCom)
 	}
 	c.resolveSecrets(getenv)
 	return &c, nil
@@ -360,7 +415,7 @@ func envVar(path string) string {
 }
 
 // envKeys lists the environment-settable keys of struct type t, from the koanf tags. Lists of
-// structs (clients) have no environment form and are skipped.
+// structs (clients, upstreams) and maps (claims.extra) have no environment form and are skipped.
 func envKeys(t reflect.Type, prefix string) []configKey {
 	var keys []configKey
 	for f := range t.Fields() {
@@ -372,7 +427,8 @@ func envKeys(t reflect.Type, prefix string) []configKey {
 		switch {
 		case f.Type.Kind() == reflect.Struct && !isDuration(f.Type):
 			keys = append(keys, envKeys(f.Type, path+".")...)
-		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct,
+			f.Type.Kind() == reflect.Map:
 			// no environment form
 		default:
 			keys = append(keys, configKey{path: path, typ: f.Type})
@@ -432,26 +488,42 @@ func parseEnvValue(raw string, t reflect.Type) (any, error) {
 
 // resolveSecrets fills the Secret fields from their indirections. It only resolves a source that
 // is the only one set (Validate reports conflicts), and records a failed lookup for Validate.
+// The top-level wecom block is not resolved when upstreams are set (Validate reports its secret
+// keys as misplaced then).
 func (c *Config) resolveSecrets(getenv func(string) string) {
-	if c.WeCom.Secret == "" && c.WeCom.SecretFile != "" {
-		c.WeCom.Secret, c.WeCom.resolved = resolveSecretFile(c.WeCom.SecretFile)
+	if len(c.Upstreams) == 0 {
+		c.WeCom.Secret, c.WeCom.resolved = resolveSecret(c.WeCom.Secret, c.WeCom.SecretEnv, c.WeCom.SecretFile, getenv)
+	}
+	for i := range c.Upstreams {
+		w := &c.Upstreams[i].WeCom
+		w.Secret, w.resolved = resolveSecret(w.Secret, w.SecretEnv, w.SecretFile, getenv)
 	}
 	for i := range c.Clients {
 		cl := &c.Clients[i]
-		if cl.Public || cl.Secret != "" {
+		if cl.Public {
 			continue
 		}
-		switch {
-		case cl.SecretEnv != "" && cl.SecretFile == "":
-			cl.resolved = secretResolution{filled: true}
-			if cl.Secret = getenv(cl.SecretEnv); cl.Secret == "" {
-				cl.resolved = secretResolution{key: "secret_env",
-					problem: fmt.Sprintf("environment variable %s is empty or unset", cl.SecretEnv)}
-			}
-		case cl.SecretFile != "" && cl.SecretEnv == "":
-			cl.Secret, cl.resolved = resolveSecretFile(cl.SecretFile)
-		}
+		cl.Secret, cl.resolved = resolveSecret(cl.Secret, cl.SecretEnv, cl.SecretFile, getenv)
 	}
+}
+
+// resolveSecret returns the secret from secretEnv or secretFile when that is its only source, and
+// secret unchanged otherwise (an inline secret, none, or several sources for Validate to report).
+func resolveSecret(secret, secretEnv, secretFile string, getenv func(string) string) (string, secretResolution) {
+	if secret != "" {
+		return secret, secretResolution{}
+	}
+	switch {
+	case secretEnv != "" && secretFile == "":
+		if s := getenv(secretEnv); s != "" {
+			return s, secretResolution{filled: true}
+		}
+		return "", secretResolution{key: "secret_env",
+			problem: fmt.Sprintf("environment variable %s is empty or unset", secretEnv)}
+	case secretFile != "" && secretEnv == "":
+		return resolveSecretFile(secretFile)
+	}
+	return "", secretResolution{}
 }
 
 // resolveSecretFile reads a secret from path, without trailing whitespace.
@@ -481,6 +553,47 @@ func (c *Config) IssuerOrDefault() string {
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+// withDefaults fills in what the entry leaves empty: name from id, name_en from name, and the
+// wecom block's scope, base URLs and timeout from top (the top-level wecom block). It is
+// idempotent.
+func (u UpstreamConfig) withDefaults(top WeComConfig) UpstreamConfig {
+	if u.Name == "" {
+		u.Name = u.ID
+	}
+	if u.NameEN == "" {
+		u.NameEN = u.Name
+	}
+	w := &u.WeCom
+	for _, f := range []struct{ dst, src *string }{
+		{&w.Scope, &top.Scope},
+		{&w.APIBaseURL, &top.APIBaseURL},
+		{&w.OAuthBaseURL, &top.OAuthBaseURL},
+		{&w.LoginBaseURL, &top.LoginBaseURL},
+	} {
+		if *f.dst == "" {
+			*f.dst = *f.src
+		}
+	}
+	if w.Timeout == 0 {
+		w.Timeout = top.Timeout
+	}
+	return u
+}
+
+// EffectiveUpstreams is the list of upstreams to serve: the upstreams list (a copy, defaults
+// filled in), or, when it is empty, the wecom block as the one upstream with id "wecom" and
+// subject "" (claims.subject).
+func (c *Config) EffectiveUpstreams() []UpstreamConfig {
+	if len(c.Upstreams) == 0 {
+		return []UpstreamConfig{{ID: "wecom", Name: "企业微信", NameEN: "WeCom", WeCom: c.WeCom, Subject: ""}}
+	}
+	ups := make([]UpstreamConfig, len(c.Upstreams))
+	for i, u := range c.Upstreams {
+		ups[i] = u.withDefaults(c.WeCom)
+	}
+	return ups
 }
 
 // WantsIDTokenClaims reports whether profile claims go into the ID token too (default true).
@@ -514,7 +627,13 @@ func (c *Config) Validate(mode Mode) error {
 	if c.Storage.Path == "" {
 		ps.add("storage.path", "required")
 	}
-	c.WeCom.validate(&ps, serve)
+	if len(c.Upstreams) == 0 {
+		c.WeCom.validate(&ps, "wecom.", serve,
+			fmt.Sprintf("set secret, %s, secret_env or secret_file", envVar("wecom.secret")))
+	} else {
+		c.WeCom.validateBesideUpstreams(&ps)
+		c.validateUpstreams(&ps, serve)
+	}
 	c.Tokens.validate(&ps)
 	c.Claims.validate(&ps)
 
@@ -538,36 +657,138 @@ func (c *Config) Validate(mode Mode) error {
 	return &ValidationError{Problems: ps}
 }
 
-func (w *WeComConfig) validate(ps *problems, serve bool) {
+// validate checks a wecom block that is an upstream: the top-level one ("wecom.") or
+// upstreams[i].wecom ("upstreams[i].wecom."). serve requires the corp, app and secret (in dev mode
+// WeCom is simulated); secretHint says how to set a missing secret.
+func (w *WeComConfig) validate(ps *problems, prefix string, serve bool, secretHint string) {
 	if serve && w.CorpID == "" {
-		ps.add("wecom.corp_id", "required")
+		ps.add(prefix+"corp_id", "required")
 	}
 	switch {
 	case w.AgentID == "":
 		if serve {
-			ps.add("wecom.agent_id", "required")
+			ps.add(prefix+"agent_id", "required")
 		}
 	case strings.Trim(w.AgentID, "0123456789") != "":
-		ps.add("wecom.agent_id", "must be digits, got %q", w.AgentID)
+		ps.add(prefix+"agent_id", "must be digits, got %q", w.AgentID)
 	}
 	if serve {
-		inline := w.Secret != "" && !w.resolved.filled
+		sources := w.secretSources()
 		switch {
-		case inline && w.SecretFile != "":
-			ps.add("wecom.secret", "set only one of secret and secret_file")
+		case len(sources) > 1:
+			ps.add(prefix+"secret", "set only one of %s", joinAnd(sources))
 		case w.resolved.problem != "":
-			ps.add("wecom."+w.resolved.key, "%s", w.resolved.problem)
+			ps.add(prefix+w.resolved.key, "%s", w.resolved.problem)
+		case w.Secret == "" && len(sources) == 1:
+			ps.add(prefix+sources[0], "not resolved (the configuration was not read by LoadConfig)")
 		case w.Secret == "":
-			ps.add("wecom.secret", "required (set secret, %s, or secret_file)", envVar("wecom.secret"))
+			ps.add(prefix+"secret", "required (%s)", secretHint)
 		}
 	}
-	checkEnum(ps, "wecom.scope", w.Scope, "snsapi_privateinfo", "snsapi_base")
-	checkBaseURL(ps, "wecom.api_base_url", w.APIBaseURL)
-	checkBaseURL(ps, "wecom.oauth_base_url", w.OAuthBaseURL)
-	checkBaseURL(ps, "wecom.login_base_url", w.LoginBaseURL)
-	if w.Timeout <= 0 {
-		ps.add("wecom.timeout", "must be > 0")
+	w.validateEndpoints(ps, prefix)
+}
+
+// secretSources lists the secret keys that are set: secret (inline, not filled in by LoadConfig),
+// secret_env, secret_file.
+func (w *WeComConfig) secretSources() []string {
+	var sources []string
+	if w.Secret != "" && !w.resolved.filled {
+		sources = append(sources, "secret")
 	}
+	if w.SecretEnv != "" {
+		sources = append(sources, "secret_env")
+	}
+	if w.SecretFile != "" {
+		sources = append(sources, "secret_file")
+	}
+	return sources
+}
+
+// validateEndpoints checks the keys of a wecom block that say how to reach WeCom, not which app.
+func (w *WeComConfig) validateEndpoints(ps *problems, prefix string) {
+	checkEnum(ps, prefix+"scope", w.Scope, "snsapi_privateinfo", "snsapi_base")
+	checkBaseURL(ps, prefix+"api_base_url", w.APIBaseURL)
+	checkBaseURL(ps, prefix+"oauth_base_url", w.OAuthBaseURL)
+	checkBaseURL(ps, prefix+"login_base_url", w.LoginBaseURL)
+	if w.Timeout <= 0 {
+		ps.add(prefix+"timeout", "must be > 0")
+	}
+}
+
+// validateBesideUpstreams checks the top-level wecom block when upstreams are set: it must name no
+// corp, app, secret or tags (each upstream does; they would be silently ignored), and its scope,
+// base URLs and timeout are the upstreams' defaults.
+func (w *WeComConfig) validateBesideUpstreams(ps *problems) {
+	const msg = "use either wecom or upstreams: with upstreams, each upstream's wecom block names its corp, app and secret"
+	for _, f := range []struct {
+		key string
+		set bool
+	}{
+		{"corp_id", w.CorpID != ""},
+		{"agent_id", w.AgentID != ""},
+		{"secret", w.Secret != "" && !w.resolved.filled},
+		{"secret_env", w.SecretEnv != ""},
+		{"secret_file", w.SecretFile != ""},
+		{"tags", w.Tags},
+	} {
+		if f.set {
+			ps.add("wecom."+f.key, "%s", msg)
+		}
+	}
+	w.validateEndpoints(ps, "wecom.")
+}
+
+// validateUpstreams checks the upstreams list: ids, each wecom block (as the top-level one would
+// be), subject templates, and that no two upstreams' subjects can collide.
+func (c *Config) validateUpstreams(ps *problems, serve bool) {
+	seen := make(map[string]int)
+	templates := make([]string, len(c.Upstreams))
+	corpIDs := make([]string, len(c.Upstreams))
+	for i, u := range c.Upstreams {
+		prefix := fmt.Sprintf("upstreams[%d].", i)
+		switch {
+		case u.ID == "":
+			ps.add(prefix+"id", "required")
+		case !validUpstreamID(u.ID):
+			ps.add(prefix+"id", "must be 1 to %d characters of a-z 0-9 -, got %q", maxUpstreamIDLen, u.ID)
+		default:
+			if j, dup := seen[u.ID]; dup {
+				ps.add(prefix+"id", "duplicate of upstreams[%d].id %q", j, u.ID)
+			} else {
+				seen[u.ID] = i
+			}
+		}
+		u.WeCom.validate(ps, prefix+"wecom.", serve, "set secret_env, secret_file or secret")
+		if u.Subject != "" {
+			checkSubjectTemplate(ps, prefix+"subject", u.Subject)
+		}
+		templates[i] = cmp.Or(u.Subject, c.Claims.Subject)
+		corpIDs[i] = u.WeCom.CorpID
+	}
+	if err := provider.CheckSubjectTemplates(templates, corpIDs); err != nil {
+		ps.add("upstreams", "%v", err)
+	}
+}
+
+// validUpstreamID reports whether id matches [a-z0-9-]{1,32}.
+func validUpstreamID(id string) bool {
+	if id == "" || len(id) > maxUpstreamIDLen {
+		return false
+	}
+	for _, r := range id {
+		if !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// joinAnd joins words as "a", "a and b", "a, b and c".
+func joinAnd(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " and " + words[len(words)-1]
 }
 
 func (t *TokensConfig) validate(ps *problems) {
@@ -579,6 +800,8 @@ func (t *TokensConfig) validate(ps *problems) {
 		{"tokens.id_token_ttl", t.IDTokenTTL},
 		{"tokens.refresh_token_ttl", t.RefreshTokenTTL},
 		{"tokens.session_ttl", t.SessionTTL},
+		{"tokens.recheck_interval", t.RecheckInterval},
+		{"tokens.recheck_grace", t.RecheckGrace},
 	} {
 		if d.v <= 0 {
 			ps.add(d.key, "must be > 0")
@@ -590,17 +813,10 @@ func (t *TokensConfig) validate(ps *problems) {
 }
 
 func (cl *ClaimsConfig) validate(ps *problems) {
-	switch {
-	case cl.Subject == "":
+	if cl.Subject == "" {
 		ps.add("claims.subject", "required")
-	default:
-		if !strings.Contains(cl.Subject, "{userid}") {
-			ps.add("claims.subject", "must contain {userid}")
-		}
-		if strings.Contains(cl.Subject, ":") {
-			ps.add("claims.subject", "must not contain ':'")
-		}
-		checkPlaceholders(ps, "claims.subject", cl.Subject)
+	} else {
+		checkSubjectTemplate(ps, "claims.subject", cl.Subject)
 	}
 
 	if len(cl.EmailSources) == 0 {
@@ -633,6 +849,24 @@ func (cl *ClaimsConfig) validate(ps *problems) {
 			ps.add(fmt.Sprintf("claims.default_groups[%d]", i), "must not be empty")
 		}
 	}
+
+	for _, claim := range slices.Sorted(maps.Keys(cl.Extra)) {
+		if err := provider.CheckExtraClaim(claim, cl.Extra[claim]); err != nil {
+			ps.add("claims.extra."+claim, "%v", err)
+		}
+	}
+}
+
+// checkSubjectTemplate applies the rules of a subject template (claims.subject,
+// upstreams[].subject): it contains {userid}, no ':', and no unknown placeholder.
+func checkSubjectTemplate(ps *problems, key, tmpl string) {
+	if !strings.Contains(tmpl, "{userid}") {
+		ps.add(key, "must contain {userid}")
+	}
+	if strings.Contains(tmpl, ":") {
+		ps.add(key, "must not contain ':'")
+	}
+	checkPlaceholders(ps, key, tmpl)
 }
 
 // validate checks one client; prefix is "clients[i].". Uniqueness is Config.Validate's job.
@@ -652,6 +886,17 @@ func (cl *ClientConfig) validate(ps *problems, prefix string) {
 	}
 	for i, u := range cl.PostLogoutRedirectURIs {
 		checkRedirectURI(ps, fmt.Sprintf("%spost_logout_redirect_uris[%d]", prefix, i), u)
+	}
+	seenGroups := make(map[string]bool)
+	for i, g := range cl.Groups {
+		key := fmt.Sprintf("%sgroups[%d]", prefix, i)
+		switch {
+		case !slices.Contains(groupShapes, g):
+			ps.add(key, "must be one of %s, got %q", strings.Join(groupShapes, ", "), g)
+		case seenGroups[g]:
+			ps.add(key, "duplicate %q", g)
+		}
+		seenGroups[g] = true
 	}
 
 	inline := cl.Secret != "" && !cl.resolved.filled
@@ -870,7 +1115,7 @@ func checkPlaceholders(ps *problems, key, tmpl string) {
 	}
 }
 
-// The three types that hold secrets (Config, WeComConfig, ClientConfig) render themselves with
+// The four types that hold secrets (Config, WeComConfig, UpstreamConfig, ClientConfig) render themselves with
 // secrets redacted for fmt (String, GoString), slog (LogValue) and encoding/json (MarshalJSON):
 // they are not a wire format, and a configuration must never leak into logs. Read a secret
 // through its field.
@@ -898,6 +1143,20 @@ func (w WeComConfig) GoString() string { return "main.WeComConfig{" + w.String()
 
 // MarshalJSON encodes the WeCom block keyed like the file, the secret redacted.
 func (w WeComConfig) MarshalJSON() ([]byte, error) { return json.Marshal(plainValue(w.LogValue())) }
+
+// LogValue is the upstream as a slog group, its secret redacted.
+func (u UpstreamConfig) LogValue() slog.Value { return structLogValue(reflect.ValueOf(u)) }
+
+// String is the upstream as `key=value` pairs, its secret redacted.
+func (u UpstreamConfig) String() string { return flatString(u.LogValue()) }
+
+// GoString keeps %#v from printing the secret.
+func (u UpstreamConfig) GoString() string { return "main.UpstreamConfig{" + u.String() + "}" }
+
+// MarshalJSON encodes the upstream keyed like the file, its secret redacted.
+func (u UpstreamConfig) MarshalJSON() ([]byte, error) {
+	return json.Marshal(plainValue(u.LogValue()))
+}
 
 // LogValue is the client as a slog group, the secret redacted.
 func (c ClientConfig) LogValue() slog.Value { return structLogValue(reflect.ValueOf(c)) }
@@ -948,6 +1207,15 @@ func fieldLogValue(tag string, v reflect.Value) slog.Value {
 		return slog.GroupValue(attrs...)
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		return slog.AnyValue(append([]string{}, v.Interface().([]string)...))
+	case v.Kind() == reflect.Map && v.Type().Key().Kind() == reflect.String:
+		// A group keyed by the map's keys, in order: claims.extra.employee_id=extattr.工号.
+		keys := v.MapKeys()
+		slices.SortFunc(keys, func(a, b reflect.Value) int { return strings.Compare(a.String(), b.String()) })
+		attrs := make([]slog.Attr, len(keys))
+		for i, k := range keys {
+			attrs[i] = slog.Attr{Key: k.String(), Value: fieldLogValue("", v.MapIndex(k))}
+		}
+		return slog.GroupValue(attrs...)
 	case v.Kind() == reflect.Pointer:
 		return fieldLogValue(tag, v.Elem())
 	case v.Kind() == reflect.String:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -108,6 +109,19 @@ func TestConfigExampleLoadsAndValidates(t *testing.T) {
 	if !spa.Public || spa.Secret != "" || !spa.WantsIDTokenClaims() {
 		t.Errorf("spa client = %+v", spa)
 	}
+	if !slices.Equal(grafana.Groups, []string{"names"}) || spa.Groups != nil {
+		t.Errorf("groups = %q (grafana), %q (spa); want [names], none", grafana.Groups, spa.Groups)
+	}
+	if want := map[string]string{"employee_id": "extattr.工号"}; !reflect.DeepEqual(c.Claims.Extra, want) {
+		t.Errorf("claims.extra = %q, want %q", c.Claims.Extra, want)
+	}
+	if c.WeCom.Tags || c.WeCom.SecretEnv != "" || c.Tokens.RecheckInterval != 10*time.Minute || c.Tokens.RecheckGrace != 2*time.Hour {
+		t.Errorf("wecom.tags %v, wecom.secret_env %q, tokens.recheck_* %v %v", c.WeCom.Tags, c.WeCom.SecretEnv,
+			c.Tokens.RecheckInterval, c.Tokens.RecheckGrace)
+	}
+	if ups := c.EffectiveUpstreams(); len(c.Upstreams) != 0 || len(ups) != 1 || ups[0].ID != "wecom" {
+		t.Errorf("the example uses the wecom block: upstreams %v, effective %v", c.Upstreams, ups)
+	}
 
 	// Without the secrets the example names exactly what is missing.
 	c, err = LoadConfig(exampleConfigPath, nil)
@@ -133,16 +147,40 @@ func TestConfigExampleDocumentsEveryKey(t *testing.T) {
 		if name := envVar(k.path); !strings.Contains(example, name) {
 			t.Errorf("%s: environment variable %s not documented", k.path, name)
 		}
-		leaf := k.path[strings.LastIndex(k.path, ".")+1:]
+	}
+	keys := fileKeys(reflect.TypeFor[Config](), "")
+	for _, want := range []string{"upstreams[].wecom.secret_env", "upstreams[].name_en", "claims.extra", "clients[].groups"} {
+		if !slices.Contains(keys, want) {
+			t.Fatalf("fileKeys misses %s: %q", want, keys)
+		}
+	}
+	for _, path := range keys {
+		leaf := path[strings.LastIndexAny(path, ".]")+1:]
 		if !strings.Contains(example, leaf+":") {
-			t.Errorf("%s: key not shown", k.path)
+			t.Errorf("%s: key not shown", path)
 		}
 	}
-	for f := range reflect.TypeFor[ClientConfig]().Fields() {
-		if tag := f.Tag.Get("koanf"); tag != "" && !strings.Contains(example, tag+":") {
-			t.Errorf("clients[].%s: key not shown", tag)
+}
+
+// fileKeys lists every key path of struct type t, with or without an environment form; the
+// elements of a list of structs appear as "clients[].id".
+func fileKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	for f := range t.Fields() {
+		tag := f.Tag.Get("koanf")
+		if tag == "" || !f.IsExported() {
+			continue
+		}
+		path := prefix + tag
+		keys = append(keys, path)
+		switch {
+		case f.Type.Kind() == reflect.Struct && !isDuration(f.Type):
+			keys = append(keys, fileKeys(f.Type, path+".")...)
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+			keys = append(keys, fileKeys(f.Type.Elem(), path+"[].")...)
 		}
 	}
+	return keys
 }
 
 func TestConfigDefaults(t *testing.T) {
@@ -163,6 +201,8 @@ func TestConfigDefaults(t *testing.T) {
 			IDTokenTTL:      time.Hour,
 			RefreshTokenTTL: 720 * time.Hour,
 			SessionTTL:      12 * time.Hour,
+			RecheckInterval: 10 * time.Minute,
+			RecheckGrace:    2 * time.Hour,
 		},
 		Claims: ClaimsConfig{Subject: "{userid}", EmailSources: []string{"biz_mail", "email"}},
 	}
@@ -258,18 +298,22 @@ func TestConfigEnvKeys(t *testing.T) {
 		"WECOM_OIDC_ISSUER", "WECOM_OIDC_LOG__LEVEL", "WECOM_OIDC_WECOM__SECRET",
 		"WECOM_OIDC_WECOM__API_BASE_URL", "WECOM_OIDC_TOKENS__REFRESH_TOKEN_TTL",
 		"WECOM_OIDC_CLAIMS__DEFAULT_GROUPS", "WECOM_OIDC_DEV__AUTO_LOGIN",
+		"WECOM_OIDC_WECOM__SECRET_ENV", "WECOM_OIDC_WECOM__TAGS",
+		"WECOM_OIDC_TOKENS__RECHECK_INTERVAL", "WECOM_OIDC_TOKENS__RECHECK_GRACE",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("%s missing from %q", want, names)
 		}
 	}
 	for _, n := range names {
-		if strings.HasPrefix(n, "WECOM_OIDC_CLIENTS") {
-			t.Errorf("clients must have no environment form, got %s", n)
+		for _, none := range []string{"WECOM_OIDC_CLIENTS", "WECOM_OIDC_UPSTREAMS", "WECOM_OIDC_CLAIMS__EXTRA"} {
+			if strings.HasPrefix(n, none) {
+				t.Errorf("lists of structs and maps must have no environment form, got %s", n)
+			}
 		}
 	}
-	if len(names) != 24 {
-		t.Errorf("got %d environment keys, want 24 (update this test when adding a key): %q", len(names), names)
+	if len(names) != 28 {
+		t.Errorf("got %d environment keys, want 28 (update this test when adding a key): %q", len(names), names)
 	}
 }
 
@@ -354,6 +398,31 @@ func TestConfigLoadErrors(t *testing.T) {
 			env:  map[string]string{"WECOM_OIDC_CLAIMS__EMAIL_VERIFIED": "yes please"},
 			want: []string{"WECOM_OIDC_CLAIMS__EMAIL_VERIFIED", "invalid boolean"},
 		},
+		{
+			name: "invalid wecom.tags in the environment",
+			env:  map[string]string{"WECOM_OIDC_WECOM__TAGS": "maybe"},
+			want: []string{"WECOM_OIDC_WECOM__TAGS", "invalid boolean"},
+		},
+		{
+			name: "invalid recheck interval in the environment",
+			env:  map[string]string{"WECOM_OIDC_TOKENS__RECHECK_INTERVAL": "10"},
+			want: []string{"WECOM_OIDC_TOKENS__RECHECK_INTERVAL", "invalid duration"},
+		},
+		{
+			name: "unknown key in an upstream",
+			yaml: "upstreams:\n  - id: a\n    corp_id: ww1\n    wecom:\n      secrte: x\n",
+			want: []string{"config.yaml", "upstreams[0].corp_id", "upstreams[0].wecom.secrte"},
+		},
+		{
+			name: "recheck duration without a unit",
+			yaml: "tokens:\n  recheck_grace: 7200\n",
+			want: []string{"config.yaml", "tokens.recheck_grace", "has no unit"},
+		},
+		{
+			name: "claims.extra not a map",
+			yaml: "claims:\n  extra: [alias]\n",
+			want: []string{"config.yaml", "claims.extra"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -435,6 +504,8 @@ func TestConfigValidateRules(t *testing.T) {
 	redirect := func(s string) func(*Config) {
 		return client(func(cl *ClientConfig) { cl.RedirectURIs = []string{s} })
 	}
+	extra := func(m map[string]string) func(*Config) { return func(c *Config) { c.Claims.Extra = m } }
+	groups := func(g ...string) func(*Config) { return client(func(cl *ClientConfig) { cl.Groups = g }) }
 	cases := []validateCase{
 		{"issuer required in serve mode", ModeServe, issuer(""), []string{"issuer"}},
 		{"issuer optional in dev mode", ModeDev, issuer(""), nil},
@@ -470,6 +541,12 @@ func TestConfigValidateRules(t *testing.T) {
 		{"wecom.agent_id digits in dev", ModeDev, func(c *Config) { c.WeCom.AgentID = "x" }, []string{"wecom.agent_id"}},
 		{"wecom.secret required", ModeServe, func(c *Config) { c.WeCom.Secret = "" }, []string{"wecom.secret"}},
 		{"wecom secret and secret_file", ModeServe, func(c *Config) { c.WeCom.SecretFile = "/run/secrets/wecom" }, []string{"wecom.secret"}},
+		{"wecom secret and secret_env", ModeServe, func(c *Config) { c.WeCom.SecretEnv = "CORP_SECRET" }, []string{"wecom.secret"}},
+		{"wecom secret, secret_env and secret_file", ModeServe, func(c *Config) {
+			c.WeCom.SecretEnv, c.WeCom.SecretFile = "CORP_SECRET", "/run/secrets/wecom"
+		}, []string{"wecom.secret"}},
+		{"wecom secret_env not resolved", ModeServe, func(c *Config) { c.WeCom.Secret, c.WeCom.SecretEnv = "", "CORP_SECRET" }, []string{"wecom.secret_env"}},
+		{"wecom.tags", ModeServe, func(c *Config) { c.WeCom.Tags = true }, nil},
 		{"wecom block optional in dev", ModeDev, func(c *Config) {
 			c.WeCom = WeComConfig{Scope: "snsapi_base", APIBaseURL: "http://127.0.0.1:9000", OAuthBaseURL: "http://127.0.0.1:9000", LoginBaseURL: "http://127.0.0.1:9000", Timeout: time.Second}
 		}, nil},
@@ -488,6 +565,11 @@ func TestConfigValidateRules(t *testing.T) {
 		{"tokens.session_ttl", ModeServe, func(c *Config) { c.Tokens.SessionTTL = 0 }, []string{"tokens.session_ttl"}},
 		{"refresh shorter than access", ModeServe, func(c *Config) { c.Tokens.RefreshTokenTTL = 30 * time.Minute }, []string{"tokens.refresh_token_ttl"}},
 		{"refresh equal to access", ModeServe, func(c *Config) { c.Tokens.RefreshTokenTTL = c.Tokens.AccessTokenTTL }, nil},
+		{"tokens.recheck_interval zero", ModeServe, func(c *Config) { c.Tokens.RecheckInterval = 0 }, []string{"tokens.recheck_interval"}},
+		{"tokens.recheck_grace negative", ModeServe, func(c *Config) { c.Tokens.RecheckGrace = -time.Minute }, []string{"tokens.recheck_grace"}},
+		{"recheck durations zero in dev", ModeDev, func(c *Config) { c.Tokens.RecheckInterval, c.Tokens.RecheckGrace = 0, 0 },
+			[]string{"tokens.recheck_interval", "tokens.recheck_grace"}},
+		{"recheck grace shorter than interval", ModeServe, func(c *Config) { c.Tokens.RecheckGrace = time.Minute }, nil},
 
 		{"subject required", ModeServe, func(c *Config) { c.Claims.Subject = "" }, []string{"claims.subject"}},
 		{"subject without {userid}", ModeServe, func(c *Config) { c.Claims.Subject = "{corp_id}" }, []string{"claims.subject"}},
@@ -503,6 +585,17 @@ func TestConfigValidateRules(t *testing.T) {
 		{"email_fallback unknown placeholder", ModeServe, func(c *Config) { c.Claims.EmailFallback = "{userid}@{domain}" }, []string{"claims.email_fallback"}},
 		{"email_fallback valid", ModeServe, func(c *Config) { c.Claims.EmailFallback = "{userid}@{corp_id}.corp.example" }, nil},
 		{"default_groups empty item", ModeServe, func(c *Config) { c.Claims.DefaultGroups = []string{"staff", " "} }, []string{"claims.default_groups[1]"}},
+		{"extra claims valid", ModeServe, extra(map[string]string{
+			"employee_id": "extattr.工号", "nick": "alias", "title": "position", "dept": "main_department",
+		}), nil},
+		{"extra replaces a standard claim", ModeServe, extra(map[string]string{"email": "alias"}), []string{"claims.extra.email"}},
+		{"extra replaces groups", ModeServe, extra(map[string]string{"groups": "position"}), []string{"claims.extra.groups"}},
+		{"extra unknown source", ModeServe, extra(map[string]string{"phone": "mobile"}), []string{"claims.extra.phone"}},
+		{"extra extattr without a name", ModeServe, extra(map[string]string{"x": "extattr."}), []string{"claims.extra.x"}},
+		{"extra empty claim name", ModeServe, extra(map[string]string{"": "alias"}), []string{"claims.extra."}},
+		{"extra problems in claim order", ModeServe, extra(map[string]string{"zz": "bad", "aa": "", "mm": "alias"}),
+			[]string{"claims.extra.aa", "claims.extra.zz"}},
+		{"extra in dev mode too", ModeDev, extra(map[string]string{"sub": "alias"}), []string{"claims.extra.sub"}},
 
 		{"client id required", ModeServe, client(func(cl *ClientConfig) { cl.ID = "" }), []string{"clients[0].id"}},
 		{"client id characters", ModeServe, client(func(cl *ClientConfig) { cl.ID = "my app" }), []string{"clients[0].id"}},
@@ -531,6 +624,19 @@ func TestConfigValidateRules(t *testing.T) {
 			cl.Public, cl.Secret, cl.SecretEnv, cl.SecretFile = true, "", "APP_SECRET", "/run/secrets/app"
 		}), []string{"clients[0].secret_env", "clients[0].secret_file"}},
 		{"client rules in dev mode too", ModeDev, redirect("javascript:alert(1)"), []string{"clients[0].redirect_uris[0]"}},
+
+		{"groups all shapes", ModeServe, groups("tags", "paths", "ids", "names"), nil},
+		{"groups empty list", ModeServe, groups(), nil},
+		{"groups unknown shape", ModeServe, groups("names", "departments"), []string{"clients[0].groups[1]"}},
+		{"groups wrong case", ModeServe, groups("Names"), []string{"clients[0].groups[0]"}},
+		{"groups empty item", ModeServe, groups(""), []string{"clients[0].groups[0]"}},
+		{"groups duplicate", ModeServe, groups("ids", "paths", "ids"), []string{"clients[0].groups[2]"}},
+		{"groups on a public client", ModeServe, client(func(cl *ClientConfig) {
+			cl.Public, cl.Secret, cl.Groups = true, "", []string{"names", "names", "x"}
+		}), []string{"clients[0].groups[1]", "clients[0].groups[2]"}},
+		{"groups of the second client", ModeServe, func(c *Config) {
+			c.Clients = append(c.Clients, ClientConfig{ID: "b", Public: true, RedirectURIs: []string{"https://b.example.com/cb"}, Groups: []string{"roles"}})
+		}, []string{"clients[1].groups[0]"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, tc.run)
@@ -713,6 +819,41 @@ func TestConfigSecretResolution(t *testing.T) {
 			wantWeCom: "w",
 			wantKeys:  []string{"clients[0].secret"},
 			wantMsg:   "set only one of secret_env, secret_file",
+		},
+		{
+			name:       "wecom secret from secret_env",
+			wecom:      "secret_env: CORP_SECRET",
+			client:     "secret: inline-client-0123456789",
+			env:        map[string]string{"CORP_SECRET": "env-named-wecom"},
+			wantWeCom:  "env-named-wecom",
+			wantClient: "inline-client-0123456789",
+		},
+		{
+			name:       "wecom secret_env unset",
+			wecom:      "secret_env: CORP_SECRET",
+			client:     "secret: inline-client-0123456789",
+			wantClient: "inline-client-0123456789",
+			wantKeys:   []string{"wecom.secret_env"},
+			wantMsg:    "environment variable CORP_SECRET is empty or unset",
+		},
+		{
+			name:       "wecom secret_env and secret_file",
+			wecom:      "secret_env: CORP_SECRET\n  secret_file: " + wecomFile,
+			client:     "secret: inline-client-0123456789",
+			env:        map[string]string{"CORP_SECRET": "env-named-wecom"},
+			wantClient: "inline-client-0123456789",
+			wantKeys:   []string{"wecom.secret"},
+			wantMsg:    "set only one of secret_env and secret_file",
+		},
+		{
+			name:       "wecom secret from the environment and secret_env",
+			wecom:      "secret_env: CORP_SECRET",
+			client:     "secret: inline-client-0123456789",
+			env:        map[string]string{"CORP_SECRET": "env-named-wecom", "WECOM_OIDC_WECOM__SECRET": "env-wecom"},
+			wantWeCom:  "env-wecom",
+			wantClient: "inline-client-0123456789",
+			wantKeys:   []string{"wecom.secret"},
+			wantMsg:    "set only one of secret and secret_env",
 		},
 		{
 			name:       "wecom secret from the environment and secret_file",
@@ -913,5 +1054,444 @@ func TestClientAuthMethodRules(t *testing.T) {
 				t.Fatalf("problems %v, want keys %v", ps, tt.want)
 			}
 		})
+	}
+}
+
+// upstreamsYAML has two upstreams behind one issuer: hq with its secret from secret_env and its
+// own subject; sub with its secret from a file (%s) and claims.subject, its name and most of its
+// wecom block from the defaults.
+const upstreamsYAML = `
+issuer: https://sso.example.com
+wecom:
+  timeout: 5s
+upstreams:
+  - id: hq
+    name: 总部
+    name_en: Headquarters
+    wecom:
+      corp_id: wwhq0123456789
+      agent_id: "1000002"
+      secret_env: HQ_SECRET
+      tags: true
+    subject: "{corp_id}.{userid}"
+  - id: sub
+    wecom:
+      corp_id: wwsub0123456789
+      agent_id: 1000005
+      secret_file: %s
+      api_base_url: http://127.0.0.1:9000
+claims:
+  subject: "{corp_id}.{userid}"
+clients:
+  - id: app
+    secret: 0123456789abcdef
+    redirect_uris: [https://app.example.com/cb]
+    groups: [paths, tags]
+`
+
+// loadUpstreams loads upstreamsYAML with sub's secret in a file and env as the environment
+// (nil: HQ_SECRET set).
+func loadUpstreams(tb testing.TB, env map[string]string) *Config {
+	tb.Helper()
+	if env == nil {
+		env = map[string]string{"HQ_SECRET": "hq-corp-secret"}
+	}
+	file := mustWriteFile(tb, "sub-secret", "sub-corp-secret\n")
+	return mustLoadYAML(tb, fmt.Sprintf(upstreamsYAML, file), env)
+}
+
+func TestConfigUpstreamsLoad(t *testing.T) {
+	t.Parallel()
+	c := loadUpstreams(t, nil)
+	for _, mode := range []Mode{ModeServe, ModeDev} {
+		if err := c.Validate(mode); err != nil {
+			t.Fatalf("Validate(%d):\n%v", mode, err)
+		}
+	}
+	if len(c.Upstreams) != 2 {
+		t.Fatalf("got %d upstreams, want 2", len(c.Upstreams))
+	}
+	hq, sub := c.Upstreams[0], c.Upstreams[1]
+	for _, tc := range []struct {
+		key       string
+		got, want any
+	}{
+		{"upstreams[0].id", hq.ID, "hq"},
+		{"upstreams[0].name", hq.Name, "总部"},
+		{"upstreams[0].name_en", hq.NameEN, "Headquarters"},
+		{"upstreams[0].wecom.corp_id", hq.WeCom.CorpID, "wwhq0123456789"},
+		{"upstreams[0].wecom.secret (secret_env)", hq.WeCom.Secret, "hq-corp-secret"},
+		{"upstreams[0].wecom.tags", hq.WeCom.Tags, true},
+		{"upstreams[0].subject", hq.Subject, "{corp_id}.{userid}"},
+		{"upstreams[0].wecom.timeout (the wecom block's)", hq.WeCom.Timeout, 5 * time.Second},
+		{"upstreams[1].name (default: id)", sub.Name, "sub"},
+		{"upstreams[1].name_en (default: name)", sub.NameEN, "sub"},
+		{"upstreams[1].wecom.agent_id (a YAML number)", sub.WeCom.AgentID, "1000005"},
+		{"upstreams[1].wecom.secret (secret_file)", sub.WeCom.Secret, "sub-corp-secret"},
+		{"upstreams[1].wecom.tags (default)", sub.WeCom.Tags, false},
+		{"upstreams[1].wecom.api_base_url (own)", sub.WeCom.APIBaseURL, "http://127.0.0.1:9000"},
+		{"upstreams[1].wecom.oauth_base_url (default)", sub.WeCom.OAuthBaseURL, "https://open.weixin.qq.com"},
+		{"upstreams[1].wecom.login_base_url (default)", sub.WeCom.LoginBaseURL, "https://login.work.weixin.qq.com"},
+		{"upstreams[1].wecom.scope (default)", sub.WeCom.Scope, "snsapi_privateinfo"},
+		{"upstreams[1].wecom.timeout (the wecom block's)", sub.WeCom.Timeout, 5 * time.Second},
+		{"upstreams[1].subject (claims.subject)", sub.Subject, ""},
+		{"clients[0].groups", c.Clients[0].Groups, []string{"paths", "tags"}},
+		{"wecom.secret (not resolved beside upstreams)", c.WeCom.Secret, ""},
+	} {
+		if !reflect.DeepEqual(tc.got, tc.want) {
+			t.Errorf("%s = %#v, want %#v", tc.key, tc.got, tc.want)
+		}
+	}
+	if got := c.EffectiveUpstreams(); !reflect.DeepEqual(got, c.Upstreams) {
+		t.Errorf("EffectiveUpstreams() = %v, want the upstreams list %v", got, c.Upstreams)
+	}
+}
+
+// TestConfigUpstreamsExample: the commented-out upstreams example in config.example.yaml, taken
+// as it is, loads and validates.
+func TestConfigUpstreamsExample(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(exampleConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "\n# upstreams:\n")
+	if !ok {
+		t.Fatal("config.example.yaml has no commented-out `# upstreams:` example")
+	}
+	yaml := "issuer: https://sso.example.com\nupstreams:\n"
+	for line := range strings.Lines(rest) {
+		item, ok := strings.CutPrefix(line, "# ")
+		if !ok {
+			break
+		}
+		yaml += item
+	}
+	env := map[string]string{"WECOM_HQ_SECRET": "hq-secret", "WECOM_SUB_SECRET": "sub-secret"}
+	c := mustLoadYAML(t, yaml, env)
+	if err := c.Validate(ModeServe); err != nil {
+		t.Fatalf("Validate(ModeServe) of\n%s\n%v", yaml, err)
+	}
+	if len(c.Upstreams) != 2 || c.Upstreams[0].WeCom.Secret != "hq-secret" || c.Upstreams[1].WeCom.Secret != "sub-secret" {
+		t.Errorf("upstreams = %v", c.Upstreams)
+	}
+	for _, u := range c.Upstreams {
+		if u.Subject != "{corp_id}.{userid}" {
+			t.Errorf("upstream %s subject = %q, want {corp_id}.{userid}", u.ID, u.Subject)
+		}
+	}
+}
+
+func TestConfigUpstreamsRules(t *testing.T) {
+	t.Parallel()
+	up := func(i int, f func(*UpstreamConfig)) func(*Config) {
+		return func(c *Config) { f(&c.Upstreams[i]) }
+	}
+	id := func(i int, s string) func(*Config) { return up(i, func(u *UpstreamConfig) { u.ID = s }) }
+	subjects := func(hq, sub string) func(*Config) {
+		return func(c *Config) { c.Upstreams[0].Subject, c.Upstreams[1].Subject = hq, sub }
+	}
+	for _, tc := range []struct {
+		name   string
+		mode   Mode
+		mutate func(*Config)
+		want   []string
+	}{
+		{"valid", ModeServe, func(*Config) {}, nil},
+		{"one upstream", ModeServe, func(c *Config) { c.Upstreams = c.Upstreams[:1] }, nil},
+		{"one upstream with {userid}", ModeServe, func(c *Config) {
+			c.Upstreams, c.Claims.Subject = c.Upstreams[1:], "{userid}"
+		}, nil},
+
+		{"wecom names a corp too", ModeServe, func(c *Config) { c.WeCom.CorpID = "ww1" }, []string{"wecom.corp_id"}},
+		{"wecom names a corp too, dev", ModeDev, func(c *Config) { c.WeCom.CorpID = "ww1" }, []string{"wecom.corp_id"}},
+		{"wecom names an app and a secret too", ModeServe, func(c *Config) {
+			c.WeCom.AgentID, c.WeCom.Secret, c.WeCom.SecretEnv, c.WeCom.SecretFile, c.WeCom.Tags = "1", "s", "E", "/f", true
+		}, []string{"wecom.agent_id", "wecom.secret", "wecom.secret_env", "wecom.secret_file", "wecom.tags"}},
+		{"wecom endpoints still checked", ModeServe, func(c *Config) { c.WeCom.LoginBaseURL = "ftp://x" }, []string{"wecom.login_base_url"}},
+
+		{"id required", ModeServe, id(1, ""), []string{"upstreams[1].id"}},
+		{"id upper case", ModeServe, id(1, "Sub"), []string{"upstreams[1].id"}},
+		{"id underscore", ModeServe, id(0, "h_q"), []string{"upstreams[0].id"}},
+		{"id at sign", ModeServe, id(0, "hq@corp"), []string{"upstreams[0].id"}},
+		{"id too long", ModeServe, id(1, strings.Repeat("a", 33)), []string{"upstreams[1].id"}},
+		{"id longest", ModeServe, id(1, strings.Repeat("a", 32)), nil},
+		{"id with digits and hyphens", ModeServe, id(1, "sub-2"), nil},
+		{"id duplicate", ModeServe, id(1, "hq"), []string{"upstreams[1].id"}},
+		{"ids duplicate in dev", ModeDev, id(1, "hq"), []string{"upstreams[1].id"}},
+
+		{"corp_id required", ModeServe, up(1, func(u *UpstreamConfig) { u.WeCom.CorpID = "" }), []string{"upstreams[1].wecom.corp_id"}},
+		{"corp_id optional in dev", ModeDev, up(1, func(u *UpstreamConfig) { u.WeCom.CorpID, u.WeCom.AgentID = "", "" }), nil},
+		{"agent_id required", ModeServe, up(0, func(u *UpstreamConfig) { u.WeCom.AgentID = "" }), []string{"upstreams[0].wecom.agent_id"}},
+		{"agent_id digits", ModeServe, up(0, func(u *UpstreamConfig) { u.WeCom.AgentID = "x1" }), []string{"upstreams[0].wecom.agent_id"}},
+		{"secret required", ModeServe, up(0, func(u *UpstreamConfig) { u.WeCom.Secret, u.WeCom.SecretEnv = "", "" }), []string{"upstreams[0].wecom.secret"}},
+		{"secret not needed in dev", ModeDev, up(0, func(u *UpstreamConfig) { u.WeCom.Secret, u.WeCom.SecretEnv = "", "" }), nil},
+		{"secret_env and secret_file", ModeServe, up(0, func(u *UpstreamConfig) { u.WeCom.SecretFile = "/f" }), []string{"upstreams[0].wecom.secret"}},
+		{"inline secret", ModeServe, up(1, func(u *UpstreamConfig) { u.WeCom.Secret, u.WeCom.SecretFile = "inline", "" }), nil},
+		{"scope", ModeServe, up(1, func(u *UpstreamConfig) { u.WeCom.Scope = "snsapi_userinfo" }), []string{"upstreams[1].wecom.scope"}},
+		{"base URL", ModeServe, up(1, func(u *UpstreamConfig) { u.WeCom.OAuthBaseURL = "open.weixin.qq.com" }), []string{"upstreams[1].wecom.oauth_base_url"}},
+		{"timeout", ModeServe, up(1, func(u *UpstreamConfig) { u.WeCom.Timeout = 0 }), []string{"upstreams[1].wecom.timeout"}},
+		{"problems of both, in order", ModeServe, func(c *Config) {
+			c.Upstreams[0].ID, c.Upstreams[0].WeCom.CorpID = "HQ", ""
+			c.Upstreams[1].WeCom.AgentID, c.Upstreams[1].WeCom.Timeout = "abc", -1
+		}, []string{"upstreams[0].id", "upstreams[0].wecom.corp_id", "upstreams[1].wecom.agent_id", "upstreams[1].wecom.timeout"}},
+
+		{"subject with ':'", ModeServe, subjects("hq:{userid}", "sub-{userid}"), []string{"upstreams[0].subject"}},
+		{"subject without {userid}", ModeServe, subjects("hq-{corp_id}", "sub-{userid}"), []string{"upstreams[0].subject"}},
+		{"subject unknown placeholder", ModeServe, subjects("hq-{userid}", "sub-{name}.{userid}"), []string{"upstreams[1].subject"}},
+		{"subjects with distinct prefixes", ModeServe, subjects("hq-{userid}", "sub-{userid}"), nil},
+		{"subjects both {userid}", ModeServe, subjects("{userid}", "{userid}"), []string{"upstreams"}},
+		{"subject default collides", ModeServe, func(c *Config) {
+			c.Upstreams[0].Subject, c.Claims.Subject = "", "{userid}"
+		}, []string{"upstreams"}},
+		{"subject one prefix of the other", ModeServe, subjects("a-{userid}", "a-b-{userid}"), []string{"upstreams"}},
+		{"subjects {corp_id} with the same corp", ModeServe, up(1, func(u *UpstreamConfig) { u.WeCom.CorpID = "wwhq0123456789" }), []string{"upstreams"}},
+		{"subjects {corp_id} without a separator", ModeServe, subjects("{corp_id}{userid}", "{corp_id}{userid}"), []string{"upstreams"}},
+		{"subjects collide in dev too", ModeDev, subjects("{userid}", "{userid}"), []string{"upstreams"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := loadUpstreams(t, nil)
+			tc.mutate(c)
+			err := c.Validate(tc.mode)
+			if got := problemKeys(t, err); !slices.Equal(got, tc.want) {
+				t.Errorf("problem keys = %q, want %q\n%v", got, tc.want, err)
+			}
+		})
+	}
+}
+
+func TestConfigUpstreamsSecrets(t *testing.T) {
+	t.Parallel()
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, tc := range []struct {
+		name     string
+		yaml     string // the upstreams list
+		env      map[string]string
+		want     []string
+		wantMsg  string
+		wantKeys []string // secrets as resolved, per upstream
+	}{
+		{
+			name: "secret_env unset",
+			yaml: "  - id: a\n    wecom: {corp_id: wwa, agent_id: '1', secret_env: A_SECRET}\n",
+			want: []string{"upstreams[0].wecom.secret_env"}, wantMsg: "environment variable A_SECRET is empty or unset",
+		},
+		{
+			name: "secret_file missing",
+			yaml: "  - id: a\n    wecom: {corp_id: wwa, agent_id: '1', secret_file: " + missing + "}\n",
+			want: []string{"upstreams[0].wecom.secret_file"}, wantMsg: "cannot read",
+		},
+		{
+			name: "secret and secret_env",
+			yaml: "  - id: a\n    wecom: {corp_id: wwa, agent_id: '1', secret: s, secret_env: A_SECRET}\n",
+			env:  map[string]string{"A_SECRET": "from-env"},
+			want: []string{"upstreams[0].wecom.secret"}, wantMsg: "set only one of secret and secret_env",
+			wantKeys: []string{"s"},
+		},
+		{
+			name: "no secret",
+			yaml: "  - id: a\n    wecom: {corp_id: wwa, agent_id: '1'}\n",
+			want: []string{"upstreams[0].wecom.secret"}, wantMsg: "required (set secret_env, secret_file or secret)",
+		},
+		{
+			name: "each from its own variable",
+			yaml: "  - id: a\n    wecom: {corp_id: wwa, agent_id: '1', secret_env: A_SECRET}\n    subject: a-{userid}\n" +
+				"  - id: b\n    wecom: {corp_id: wwb, agent_id: '2', secret_env: B_SECRET}\n    subject: b-{userid}\n",
+			env:      map[string]string{"A_SECRET": "secret-a", "B_SECRET": "secret-b"},
+			wantKeys: []string{"secret-a", "secret-b"},
+		},
+		{
+			name: "the top-level wecom secret from the environment beside upstreams",
+			yaml: "  - id: a\n    wecom: {corp_id: wwa, agent_id: '1', secret_env: A_SECRET}\n",
+			env:  map[string]string{"A_SECRET": "secret-a", "WECOM_OIDC_WECOM__SECRET": "stale"},
+			want: []string{"wecom.secret"}, wantMsg: "use either wecom or upstreams",
+			wantKeys: []string{"secret-a"},
+		},
+		{
+			name: "the top-level wecom corp from the environment beside upstreams",
+			yaml: "  - id: a\n    wecom: {corp_id: wwa, agent_id: '1', secret_env: A_SECRET}\n",
+			env:  map[string]string{"A_SECRET": "secret-a", "WECOM_OIDC_WECOM__CORP_ID": "ww1"},
+			want: []string{"wecom.corp_id"}, wantMsg: "wecom.corp_id: use either wecom or upstreams",
+			wantKeys: []string{"secret-a"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := mustLoadYAML(t, "issuer: https://sso.example.com\nupstreams:\n"+tc.yaml, tc.env)
+			err := c.Validate(ModeServe)
+			if got := problemKeys(t, err); !slices.Equal(got, tc.want) {
+				t.Errorf("problem keys = %q, want %q\n%v", got, tc.want, err)
+			}
+			if tc.wantMsg != "" && (err == nil || !strings.Contains(err.Error(), tc.wantMsg)) {
+				t.Errorf("error %v does not contain %q", err, tc.wantMsg)
+			}
+			for i, want := range tc.wantKeys {
+				if got := c.Upstreams[i].WeCom.Secret; got != want {
+					t.Errorf("upstreams[%d].wecom.secret = %q, want %q", i, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestConfigEnvNewKeys: the environment form of wecom.tags, wecom.secret_env and tokens.recheck_*.
+func TestConfigEnvNewKeys(t *testing.T) {
+	t.Parallel()
+	c := mustLoadYAML(t, validYAML+"tokens:\n  recheck_interval: 1m\n", map[string]string{
+		"WECOM_OIDC_WECOM__TAGS":              "true",
+		"WECOM_OIDC_TOKENS__RECHECK_INTERVAL": "5m",
+		"WECOM_OIDC_TOKENS__RECHECK_GRACE":    "90m",
+	})
+	if !c.WeCom.Tags || c.Tokens.RecheckInterval != 5*time.Minute || c.Tokens.RecheckGrace != 90*time.Minute {
+		t.Errorf("wecom.tags = %v, tokens.recheck_interval = %v, recheck_grace = %v; want true, 5m, 1h30m",
+			c.WeCom.Tags, c.Tokens.RecheckInterval, c.Tokens.RecheckGrace)
+	}
+
+	// secret_env from the environment names the variable that holds the secret.
+	yaml := strings.Replace(validYAML, "  secret: wecom-corp-secret\n", "", 1)
+	c = mustLoadYAML(t, yaml, map[string]string{
+		"WECOM_OIDC_WECOM__SECRET_ENV": "CORP_SECRET",
+		"CORP_SECRET":                  "named-corp-secret",
+	})
+	if c.WeCom.SecretEnv != "CORP_SECRET" || c.WeCom.Secret != "named-corp-secret" {
+		t.Errorf("wecom.secret_env = %q, secret = %q", c.WeCom.SecretEnv, c.WeCom.Secret)
+	}
+	if err := c.Validate(ModeServe); err != nil {
+		t.Errorf("Validate:\n%v", err)
+	}
+	// …and a variable it names that is unset is a problem under wecom.secret_env.
+	c = mustLoadYAML(t, yaml, map[string]string{"WECOM_OIDC_WECOM__SECRET_ENV": "CORP_SECRET"})
+	if got, want := problemKeys(t, c.Validate(ModeServe)), []string{"wecom.secret_env"}; !slices.Equal(got, want) {
+		t.Errorf("problem keys = %q, want %q", got, want)
+	}
+}
+
+func TestConfigRedactsUpstreamSecrets(t *testing.T) {
+	t.Parallel()
+	c := loadUpstreams(t, map[string]string{"HQ_SECRET": "hq-corp-secret-1"})
+	c.Upstreams = append(c.Upstreams, UpstreamConfig{ID: "inline", WeCom: WeComConfig{CorpID: "wwi", Secret: "inline-corp-secret-1"}})
+	secrets := []string{"hq-corp-secret-1", "sub-corp-secret", "inline-corp-secret-1", "0123456789abcdef"}
+	if c.Upstreams[0].WeCom.Secret != secrets[0] || c.Upstreams[1].WeCom.Secret != secrets[1] {
+		t.Fatalf("secrets not loaded: %q %q", c.Upstreams[0].WeCom.Secret, c.Upstreams[1].WeCom.Secret)
+	}
+
+	var outputs []struct{ how, out string }
+	add := func(how, out string) { outputs = append(outputs, struct{ how, out string }{how, out}) }
+	for _, verb := range []string{"%v", "%+v", "%s", "%#v", "%q"} {
+		add(verb+" *Config", fmt.Sprintf(verb, c))
+		add(verb+" Config", fmt.Sprintf(verb, *c))
+		add(verb+" []UpstreamConfig", fmt.Sprintf(verb, c.Upstreams))
+		add(verb+" UpstreamConfig", fmt.Sprintf(verb, c.Upstreams[0]))
+		add(verb+" EffectiveUpstreams", fmt.Sprintf(verb, c.EffectiveUpstreams()))
+	}
+	for _, v := range []any{c, c.Upstreams, c.Upstreams[1]} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(fmt.Sprintf("json %T", v), string(b))
+	}
+	for _, h := range []struct {
+		name string
+		new  func(*bytes.Buffer) slog.Handler
+	}{
+		{"text", func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) }},
+		{"json", func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) }},
+	} {
+		var b bytes.Buffer
+		slog.New(h.new(&b)).Info("loaded", "config", c, "upstreams", c.Upstreams, "upstream", c.Upstreams[2])
+		add("slog "+h.name, b.String())
+	}
+	for _, o := range outputs {
+		for _, s := range secrets {
+			if strings.Contains(o.out, s) {
+				t.Errorf("%s leaks %q:\n%s", o.how, s, o.out)
+			}
+		}
+		if !strings.Contains(o.out, redactedText) {
+			t.Errorf("%s shows no %s:\n%s", o.how, redactedText, o.out)
+		}
+	}
+
+	s := c.String()
+	for _, want := range []string{"upstreams[0].id=hq", "upstreams[0].wecom.secret=" + redactedText,
+		"upstreams[0].wecom.secret_env=HQ_SECRET", "upstreams[1].wecom.secret=" + redactedText,
+		"upstreams[2].wecom.secret=" + redactedText, "upstreams[0].subject={corp_id}.{userid}",
+		"clients[0].groups=[paths,tags]", "tokens.recheck_interval=10m0s"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("String() lacks %q:\n%s", want, s)
+		}
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"upstreams":[{`, `"name":"总部"`, `"tags":true`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON lacks %s:\n%s", want, b)
+		}
+	}
+}
+
+// TestConfigPrintsClaimsExtra: the claims.extra map prints keyed like the file.
+func TestConfigPrintsClaimsExtra(t *testing.T) {
+	t.Parallel()
+	c := mustLoadYAML(t, validYAML+"claims:\n  extra:\n    title: position\n    employee_id: extattr.工号\n", nil)
+	if want := map[string]string{"title": "position", "employee_id": "extattr.工号"}; !reflect.DeepEqual(c.Claims.Extra, want) {
+		t.Fatalf("claims.extra = %q, want %q", c.Claims.Extra, want)
+	}
+	if s, want := c.String(), "claims.extra.employee_id=extattr.工号 claims.extra.title=position"; !strings.Contains(s, want) {
+		t.Errorf("String() lacks %q:\n%s", want, s)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"extra":{"employee_id":"extattr.工号","title":"position"}`; !strings.Contains(string(b), want) {
+		t.Errorf("JSON lacks %s:\n%s", want, b)
+	}
+}
+
+func TestEffectiveUpstreams(t *testing.T) {
+	t.Parallel()
+	// No upstreams list: the wecom block is the one upstream.
+	c := mustLoadYAML(t, validYAML, nil)
+	want := []UpstreamConfig{{ID: "wecom", Name: "企业微信", NameEN: "WeCom", WeCom: c.WeCom, Subject: ""}}
+	if got := c.EffectiveUpstreams(); !reflect.DeepEqual(got, want) {
+		t.Errorf("EffectiveUpstreams() = %v, want %v", got, want)
+	}
+	if got := c.EffectiveUpstreams()[0].WeCom.Secret; got != "wecom-corp-secret" {
+		t.Errorf("the one upstream's secret = %q, want the wecom block's", got)
+	}
+
+	// A list: itself, defaults filled in, as a copy.
+	c = loadUpstreams(t, nil)
+	got := c.EffectiveUpstreams()
+	if !reflect.DeepEqual(got, c.Upstreams) {
+		t.Errorf("EffectiveUpstreams() = %v, want %v", got, c.Upstreams)
+	}
+	got[0].ID = "changed"
+	if c.Upstreams[0].ID != "hq" {
+		t.Error("EffectiveUpstreams returned the configuration's own slice")
+	}
+
+	// A Config not made by LoadConfig gets the same defaults.
+	c = &Config{
+		WeCom:     WeComConfig{Scope: "snsapi_base", APIBaseURL: "https://api", OAuthBaseURL: "https://oauth", LoginBaseURL: "https://login", Timeout: 3 * time.Second},
+		Upstreams: []UpstreamConfig{{ID: "a", WeCom: WeComConfig{CorpID: "wwa", Timeout: time.Second}}, {ID: "b", Name: "乙"}},
+	}
+	got = c.EffectiveUpstreams()
+	wantUps := []UpstreamConfig{
+		{ID: "a", Name: "a", NameEN: "a", WeCom: WeComConfig{CorpID: "wwa", Scope: "snsapi_base", APIBaseURL: "https://api",
+			OAuthBaseURL: "https://oauth", LoginBaseURL: "https://login", Timeout: time.Second}},
+		{ID: "b", Name: "乙", NameEN: "乙", WeCom: WeComConfig{Scope: "snsapi_base", APIBaseURL: "https://api",
+			OAuthBaseURL: "https://oauth", LoginBaseURL: "https://login", Timeout: 3 * time.Second}},
+	}
+	if !reflect.DeepEqual(got, wantUps) {
+		t.Errorf("EffectiveUpstreams() =\n %v\nwant\n %v", got, wantUps)
+	}
+	if c.Upstreams[0].Name != "" {
+		t.Error("EffectiveUpstreams changed the configuration")
 	}
 }

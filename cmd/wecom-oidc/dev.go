@@ -65,7 +65,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			OAuthBaseURL: issuer + simPrefix,
 			LoginBaseURL: issuer + simPrefix,
 			Timeout:      cfg.WeCom.Timeout,
+			Tags:         cfg.WeCom.Tags,
 		}
+		cfg.Upstreams = nil // dev simulates one corp, whatever the file lists
 		cfg.Clients = append(withoutClient(cfg.Clients, devClientID), ClientConfig{
 			ID:           devClientID,
 			Name:         "wecom-oidc demo",

@@ -71,11 +71,11 @@ func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serv
 	if err := reconcileClients(ctx, store, cfg.Clients, time.Now()); err != nil {
 		return err
 	}
-	conn, err := newConnector(cfg.WeCom, issuer, store, log, nil)
+	ups, err := newUpstreams(cfg, issuer, store, log)
 	if err != nil {
-		return fmt.Errorf("wecom: %w", err)
+		return err
 	}
-	p, err := newProvider(ctx, cfg, issuer, store, conn, log)
+	p, err := newProvider(ctx, cfg, issuer, store, ups, log)
 	if err != nil {
 		return err
 	}
