@@ -20,6 +20,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -211,8 +212,11 @@ type User struct {
 	Status         int               `json:"status,omitempty"` // WeCom's user/get status
 	Extra          map[string]string `json:"extra,omitempty"`
 	Disabled       bool              `json:"disabled,omitempty"` // disabled by an operator
-	FirstSeen      time.Time         `json:"first_seen"`
-	LastLogin      time.Time         `json:"last_login"`
+	// DisabledAt is when an operator last disabled the user: SSO sessions that began before it
+	// stay dead after the user is enabled again.
+	DisabledAt time.Time `json:"disabled_at,omitempty"`
+	FirstSeen  time.Time `json:"first_seen"`
+	LastLogin  time.Time `json:"last_login"`
 	// LastChecked is when the upstream last confirmed the account may sign in (a login, or a
 	// re-check at refresh).
 	LastChecked time.Time `json:"last_checked"`
@@ -238,6 +242,8 @@ type KeyRecord struct {
 	Algorithm string    `json:"alg"`
 	Private   []byte    `json:"private"`
 	CreatedAt time.Time `json:"created_at"`
+	// ActivatesAt is when the key starts signing (zero: at once); it is published from creation.
+	ActivatesAt time.Time `json:"activates_at,omitempty"`
 	// NotAfter: the key stops being published after this time (zero: never). Set on retirement.
 	NotAfter time.Time `json:"not_after,omitempty"`
 }
@@ -357,6 +363,14 @@ type Store interface {
 
 	// PutUser creates or replaces the user with this subject.
 	PutUser(ctx context.Context, u User) error
+	// UpdateUser runs fn on the user with this subject inside one atomic read-modify-write — a
+	// zero User and exists=false when there is none yet — and stores the result (created if it
+	// did not exist). An error from fn aborts and is returned as is; fn must not change Subject
+	// and, like UpdateAuthRequest's, must be quick and do no I/O.
+	UpdateUser(ctx context.Context, subject string, fn func(u *User, exists bool) error) (User, error)
+	// RevokeUserTokens revokes every refresh family and access token issued to subject and
+	// returns how many families it revoked.
+	RevokeUserTokens(ctx context.Context, subject string) (int, error)
 	GetUser(ctx context.Context, subject string) (User, error)
 	// ListUsers returns every user, ordered by subject.
 	ListUsers(ctx context.Context) ([]User, error)
@@ -367,6 +381,8 @@ type Store interface {
 	ListKeys(ctx context.Context) ([]KeyRecord, error)
 	// PutKey creates or replaces a key.
 	PutKey(ctx context.Context, k KeyRecord) error
+	// DeleteKey removes a key; a missing one is not an error.
+	DeleteKey(ctx context.Context, id string) error
 
 	// Upstream (WeCom) access-token cache.
 
@@ -384,6 +400,13 @@ type Store interface {
 	DeleteExpired(ctx context.Context) (GCResult, error)
 	// Health reports whether the store can serve reads.
 	Health(ctx context.Context) error
+	// Stats counts the live (unexpired) records of each kind, for metrics: keys "clients",
+	// "users", "sessions", "auth_requests", "access_tokens", "refresh_tokens", "keys".
+	Stats(ctx context.Context) (map[string]int, error)
+	// Backup writes a consistent copy of the whole store to w while the store keeps serving
+	// reads and writes, and returns the bytes written. Every write acknowledged before Backup was
+	// called is in the copy. For bolt the copy is a database file that Open accepts.
+	Backup(ctx context.Context, w io.Writer) (int64, error)
 	// Close releases the store. Calls after Close fail.
 	Close() error
 }

@@ -42,11 +42,16 @@
 //
 // bbolt has one writer at a time and serialisable transactions, so every read-check-write the
 // storage contract asks to be atomic (ConsumeCode, ConsumeLoginState, UpdateAuthRequest,
-// RotateRefreshToken, the reuse detection in GetRefreshToken, AddSessionClient, EndSession) runs
-// in a single db.Update. Creates that arrive concurrently from many requests (auth requests,
-// codes, login states, tokens, sessions, users) go through db.Batch, which coalesces them into
-// fewer fsyncs; their functions are pure functions of the transaction so that Batch may run them
-// more than once.
+// RotateRefreshToken, the reuse detection in GetRefreshToken, AddSessionClient, EndSession,
+// UpdateUser, RevokeUserTokens) runs in a single db.Update. Creates that arrive concurrently from
+// many requests (auth requests, codes, login states, tokens, sessions, users) go through
+// db.Batch, which coalesces them into fewer fsyncs; their functions are pure functions of the
+// transaction so that Batch may run them more than once.
+//
+// Stats and Backup only read (db.View). Backup copies the file as one read transaction sees it
+// (Tx.WriteTo), so the copy is consistent while writers go on. bbolt can only enlarge its memory
+// map when no read transaction is open, so Open maps 1 GiB up front (see initialMmapSize): a
+// long backup then does not hold up the writers.
 //
 // # File and lock
 //
@@ -66,6 +71,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -144,6 +151,19 @@ func bkt(tx *bbolt.Tx, name string) *bbolt.Bucket { return tx.Bucket([]byte(name
 // metaSchemaKey is the meta bucket's key for the schema version.
 const metaSchemaKey = "schema"
 
+// initialMmapSize is the size of the memory map Open asks bbolt for: 1 GiB of address space
+// (not of file: the file grows with its data) on 64-bit systems other than Windows, where bbolt
+// would grow the file to the map's size. A writer that must enlarge the map waits for every open
+// read transaction and holds up the readers that arrive meanwhile, so a long read — Backup to a
+// slow writer — would otherwise stall the store whenever the file outgrows the map; with this
+// map that happens only once the database passes 1 GiB.
+func initialMmapSize() int {
+	if runtime.GOOS == "windows" || strconv.IntSize < 64 {
+		return 0
+	}
+	return 1 << 30
+}
+
 // Store is the bbolt implementation of storage.Store. It is safe for concurrent use.
 type Store struct {
 	db      *bbolt.DB
@@ -167,7 +187,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
 		return nil, fmt.Errorf("storage: create directory for database %s: %w", path, err)
 	}
-	db, err := bbolt.Open(path, fileMode, &bbolt.Options{Timeout: opts.Timeout})
+	db, err := bbolt.Open(path, fileMode, &bbolt.Options{Timeout: opts.Timeout, InitialMmapSize: initialMmapSize()})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("storage: database %s is in use by another wecom-oidc process (lock not acquired within %s): %w",

@@ -4,9 +4,15 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +42,8 @@ func openTest(tb testing.TB, path string, opts Options) *Store {
 func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T, now func() time.Time) storage.Store {
 		return openTest(t, filepath.Join(t.TempDir(), "wecom-oidc.db"), Options{Now: now})
+	}, func(t *testing.T, path string, now func() time.Time) storage.Store {
+		return openTest(t, path, Options{Now: now})
 	})
 }
 
@@ -577,4 +585,322 @@ func TestRevocationLinks(t *testing.T) {
 	sizes("before DeleteSession", map[string]int{"session_families": 1})
 	mustNil("DeleteSession", s.DeleteSession(ctx, "sess3"))
 	sizes("after DeleteSession", map[string]int{"session_families": 0, "refresh_families": 1})
+}
+
+// TestUpdateUserRunsFnOnce: UpdateUser is a plain Update, so fn runs exactly once per call even
+// when calls contend (Batch would re-run it).
+func TestUpdateUserRunsFnOnce(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "wecom-oidc.db"), Options{})
+	const goroutines = 16
+	var calls atomic.Int64
+	var wg sync.WaitGroup
+	for i := range goroutines {
+		wg.Go(func() {
+			_, err := s.UpdateUser(t.Context(), "u", func(u *storage.User, _ bool) error {
+				calls.Add(1)
+				if u.Extra == nil {
+					u.Extra = map[string]string{}
+				}
+				u.Extra[strconv.Itoa(i)] = "x"
+				return nil
+			})
+			if err != nil {
+				t.Errorf("UpdateUser #%d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := calls.Load(); got != goroutines {
+		t.Errorf("fn ran %d times for %d calls", got, goroutines)
+	}
+	u, err := s.GetUser(t.Context(), "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(u.Extra) != goroutines {
+		t.Errorf("user has %d Extra entries, want %d: %v", len(u.Extra), goroutines, u.Extra)
+	}
+}
+
+// cancelingWriter cancels its context at its first write and counts its writes.
+type cancelingWriter struct {
+	cancel context.CancelFunc
+	writes int
+}
+
+func (w *cancelingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	w.cancel()
+	return len(p), nil
+}
+
+// TestBackupStopsWhenCanceled: a context cancelled during the copy stops it at the next write.
+func TestBackupStopsWhenCanceled(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "wecom-oidc.db"), Options{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	w := &cancelingWriter{cancel: cancel}
+	n, err := s.Backup(ctx, w)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Backup cancelled during the copy: %v, want context.Canceled", err)
+	}
+	if w.writes != 1 || n != int64(s.db.Info().PageSize) {
+		t.Errorf("Backup went on after the cancellation: %d writes, %d bytes reported", w.writes, n)
+	}
+}
+
+// slowWriter delays every write, so that a backup lasts while writers go on.
+type slowWriter struct {
+	w     io.Writer
+	delay time.Duration
+}
+
+func (w slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(w.delay)
+	return w.w.Write(p)
+}
+
+// loadWrite is one write of TestBackupUnderWriteLoad, with when it started and when it was
+// acknowledged (the call returned nil).
+type loadWrite struct {
+	kind           string // "client", "tokens", "user", "user-update"
+	writer, n      int
+	started, acked time.Time
+}
+
+// TestBackupUnderWriteLoad runs writers that keep creating clients, tokens and users and
+// updating a user while a backup is taken, then checks the copy: every write acknowledged before
+// Backup was called is in it and reads back whole, no write started after Backup returned is,
+// and the file passes bbolt's consistency check.
+func TestBackupUnderWriteLoad(t *testing.T) {
+	const (
+		writers      = 4
+		maxPerWriter = 3000                  // bounds the test's size,
+		maxDuration  = 5 * time.Second       // and its time
+		beforeBackup = 1000                  // acknowledged writes before the backup starts
+		afterBackup  = 200                   // and after it returned
+		chunkDelay   = 20 * time.Millisecond // per write of the copy to its file
+	)
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openTest(t, filepath.Join(dir, "wecom-oidc.db"), Options{})
+	created := time.Date(2030, time.January, 2, 3, 4, 5, 600, time.UTC)
+	expires := time.Now().Add(time.Hour).UTC().Round(0)
+
+	client := func(w, n int) storage.Client {
+		id := fmt.Sprintf("c-%d-%05d", w, n)
+		return storage.Client{ID: id, Name: "load " + id, RedirectURIs: []string{"https://" + id + ".example/cb"},
+			Source: storage.SourceCLI, CreatedAt: created, UpdatedAt: created}
+	}
+	tokens := func(w, n int) (storage.AccessToken, storage.RefreshToken) {
+		fam, sub := fmt.Sprintf("f-%d-%05d", w, n), fmt.Sprintf("sub-%d", w)
+		at := storage.AccessToken{ID: fmt.Sprintf("at_%d_%05d", w, n), ClientID: "load", Subject: sub, Scopes: []string{"openid"},
+			FamilyID: fam, CreatedAt: created, ExpiresAt: expires}
+		rt := storage.RefreshToken{Hash: storage.HashSecret("r-" + fam), ID: "rt_" + fam, FamilyID: fam, ClientID: "load",
+			Subject: sub, Scopes: []string{"openid", "offline_access"}, AuthTime: created, CreatedAt: created, ExpiresAt: expires}
+		return at, rt
+	}
+	user := func(w, n int) storage.User {
+		sub := fmt.Sprintf("u-%d-%05d", w, n)
+		return storage.User{Subject: sub, CorpID: "ww-load", UserID: sub, Name: "load " + sub, FirstSeen: created, LastLogin: created}
+	}
+	counter := func(w int) string { return fmt.Sprintf("counter-%d", w) }
+
+	var acked atomic.Int64
+	stop := make(chan struct{})
+	deadline := time.Now().Add(maxDuration)
+	done := make([][]loadWrite, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for n := range maxPerWriter {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if time.Now().After(deadline) {
+					return
+				}
+				op := loadWrite{writer: w, n: n, started: time.Now()}
+				var err error
+				switch n % 4 {
+				case 0:
+					op.kind, err = "client", s.CreateClient(ctx, client(w, n))
+				case 1:
+					at, rt := tokens(w, n)
+					op.kind, err = "tokens", s.CreateTokens(ctx, at, &rt)
+				case 2:
+					op.kind, err = "user", s.PutUser(ctx, user(w, n))
+				case 3:
+					op.kind = "user-update"
+					_, err = s.UpdateUser(ctx, counter(w), func(u *storage.User, _ bool) error {
+						if u.Extra == nil {
+							u.Extra = map[string]string{}
+						}
+						u.Extra[strconv.Itoa(n)] = "x"
+						return nil
+					})
+				}
+				if err != nil {
+					t.Errorf("writer %d: %s #%d: %v", w, op.kind, n, err)
+					return
+				}
+				op.acked = time.Now()
+				done[w] = append(done[w], op)
+				acked.Add(1)
+			}
+		})
+	}
+	waitFor := func(target int64) {
+		for acked.Load() < target && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	waitFor(beforeBackup)
+	path := filepath.Join(dir, "backup.db")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ackedAtCall := acked.Load()
+	called := time.Now()
+	n, err := s.Backup(ctx, slowWriter{w: f, delay: chunkDelay})
+	returned := time.Now()
+	ackedAtReturn := acked.Load()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		close(stop)
+		wg.Wait()
+		t.Fatalf("Backup: %v", err)
+	}
+	waitFor(ackedAtReturn + afterBackup)
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != n {
+		t.Fatalf("backup file: %v, size %d; Backup reported %d bytes", err, fi.Size(), n)
+	}
+	t.Logf("backup: %d bytes in %v; writes acknowledged before it was called %d, while it ran %d, in all %d",
+		n, returned.Sub(called).Round(time.Millisecond), ackedAtCall, ackedAtReturn-ackedAtCall, acked.Load())
+	// Writers went on while the copy was written: some write was acknowledged in the second half
+	// of the backup (when a writer waits to enlarge bbolt's memory map, every write stalls until
+	// the backup's read transaction ends).
+	var longest time.Duration
+	var lateHalf int
+	mid := called.Add(returned.Sub(called) / 2)
+	for _, ops := range done {
+		for _, op := range ops {
+			if op.acked.After(called) && op.started.Before(returned) {
+				longest = max(longest, op.acked.Sub(op.started))
+			}
+			if op.acked.After(mid) && op.acked.Before(returned) {
+				lateHalf++
+			}
+		}
+	}
+	t.Logf("longest write overlapping the backup: %v; acknowledged in its second half: %d", longest.Round(time.Millisecond), lateHalf)
+	if lateHalf == 0 {
+		t.Errorf("no write was acknowledged in the second half of the backup: writers were blocked (longest write %v)", longest)
+	}
+
+	// The file as written passes bbolt's consistency check.
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("bbolt.Open(backup): %v", err)
+	}
+	err = db.View(func(tx *bbolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("consistency check of the backup: %v", err)
+	}
+
+	b := openTest(t, path, Options{})
+	counters := map[int]storage.User{}
+	for w := range writers {
+		u, err := b.GetUser(ctx, counter(w))
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("GetUser(%s) in the backup: %v", counter(w), err)
+		}
+		counters[w] = u
+	}
+	var checked, absent int
+	for _, ops := range done {
+		for _, op := range ops {
+			before, after := op.acked.Before(called), op.started.After(returned)
+			if !before && !after {
+				continue // overlapping the backup: either way is right
+			}
+			var present bool
+			var err error
+			switch op.kind {
+			case "client":
+				want := client(op.writer, op.n)
+				var got storage.Client
+				got, err = b.GetClient(ctx, want.ID)
+				present = err == nil
+				if present && !reflect.DeepEqual(got, want) {
+					t.Fatalf("client %s in the backup = %+v, want %+v", want.ID, got, want)
+				}
+			case "tokens":
+				wantAT, wantRT := tokens(op.writer, op.n)
+				var gotAT storage.AccessToken
+				var gotRT storage.RefreshToken
+				gotAT, err = b.GetAccessToken(ctx, wantAT.ID)
+				present = err == nil
+				if present {
+					gotRT, err = b.GetRefreshToken(ctx, wantRT.Hash)
+					if err != nil {
+						t.Fatalf("access token %s is in the backup but its refresh token: %v", wantAT.ID, err)
+					}
+					if !reflect.DeepEqual(gotAT, wantAT) || !reflect.DeepEqual(gotRT, wantRT) {
+						t.Fatalf("tokens of %s in the backup = %+v, %+v, want %+v, %+v", wantAT.FamilyID, gotAT, gotRT, wantAT, wantRT)
+					}
+				}
+			case "user":
+				want := user(op.writer, op.n)
+				var got storage.User
+				got, err = b.GetUser(ctx, want.Subject)
+				present = err == nil
+				if present && !reflect.DeepEqual(got, want) {
+					t.Fatalf("user %s in the backup = %+v, want %+v", want.Subject, got, want)
+				}
+			case "user-update":
+				present = counters[op.writer].Extra[strconv.Itoa(op.n)] == "x"
+			}
+			if err != nil && !errors.Is(err, storage.ErrNotFound) {
+				t.Fatalf("%s #%d of writer %d in the backup: %v", op.kind, op.n, op.writer, err)
+			}
+			switch {
+			case before && !present:
+				t.Fatalf("%s #%d of writer %d, acknowledged %v before Backup was called, is missing from the backup",
+					op.kind, op.n, op.writer, called.Sub(op.acked))
+			case after && present:
+				t.Fatalf("%s #%d of writer %d, started %v after Backup returned, is in the backup",
+					op.kind, op.n, op.writer, op.started.Sub(returned))
+			}
+			if before {
+				checked++
+			} else {
+				absent++
+			}
+		}
+	}
+	if checked == 0 || absent == 0 {
+		t.Fatalf("checked %d writes acknowledged before the backup and %d started after it; want some of each", checked, absent)
+	}
+	t.Logf("backup checked: all %d writes acknowledged before Backup was called are present and whole; none of the %d started after it returned is", checked, absent)
 }

@@ -3,6 +3,7 @@ package storagetest
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -342,6 +343,26 @@ func keyCases() []testCase {
 			noErr(t, err, "ListKeys")
 			equal(t, list, []storage.KeyRecord{k}, "ListKeys after replace")
 		}},
+		{"Key/Delete", func(t *testing.T, e *env) {
+			t0 := e.clock.Now()
+			k1, k2, k3 := e.key("k1", t0), e.key("k2", t0.Add(time.Hour)), e.key("k3", t0.Add(2*time.Hour))
+			for _, k := range []storage.KeyRecord{k1, k2, k3} {
+				noErr(t, e.s.PutKey(e.ctx, k), "PutKey("+k.ID+")")
+			}
+			noErr(t, e.s.DeleteKey(e.ctx, "k2"), "DeleteKey")
+			list, err := e.s.ListKeys(e.ctx)
+			noErr(t, err, "ListKeys")
+			equal(t, list, []storage.KeyRecord{k1, k3}, "ListKeys after DeleteKey")
+			noErr(t, e.s.DeleteKey(e.ctx, "k2"), "second DeleteKey")
+			noErr(t, e.s.DeleteKey(e.ctx, "never"), "DeleteKey(unknown)")
+			list, err = e.s.ListKeys(e.ctx)
+			noErr(t, err, "ListKeys")
+			equal(t, list, []storage.KeyRecord{k1, k3}, "ListKeys after deleting missing keys")
+			noErr(t, e.s.PutKey(e.ctx, k2), "PutKey(k2) after delete")
+			list, err = e.s.ListKeys(e.ctx)
+			noErr(t, err, "ListKeys")
+			equal(t, list, []storage.KeyRecord{k1, k2, k3}, "ListKeys after putting the deleted key back")
+		}},
 	}
 }
 
@@ -460,6 +481,14 @@ func lifecycleCases() []testCase {
 				{"AddSessionClient", func() error { return e.s.AddSessionClient(e.ctx, "s", "c") }},
 				{"EndSession", func() error { _, err := e.s.EndSession(e.ctx, "s"); return err }},
 				{"DeleteExpired", func() error { _, err := e.s.DeleteExpired(e.ctx); return err }},
+				{"UpdateUser", func() error {
+					_, err := e.s.UpdateUser(e.ctx, "u", func(*storage.User, bool) error { return nil })
+					return err
+				}},
+				{"RevokeUserTokens", func() error { _, err := e.s.RevokeUserTokens(e.ctx, "u"); return err }},
+				{"DeleteKey", func() error { return e.s.DeleteKey(e.ctx, "k") }},
+				{"Stats", func() error { _, err := e.s.Stats(e.ctx); return err }},
+				{"Backup", func() error { _, err := e.s.Backup(e.ctx, io.Discard); return err }},
 			}
 			for _, c := range calls {
 				err := c.call()

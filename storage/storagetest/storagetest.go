@@ -62,6 +62,8 @@ type env struct {
 	clock *Clock
 	s     storage.Store
 	start time.Time
+	// openBackup is Run's openBackup: nil when the backend's copies cannot be opened here.
+	openBackup func(t *testing.T, path string, now func() time.Time) storage.Store
 }
 
 type testCase struct {
@@ -75,7 +77,13 @@ type testCase struct {
 // Close with t.Cleanup. The "Lifecycle/CloseThenCallsFail" subtest closes its store itself, so
 // that cleanup must tolerate an error from a second Close. Subtests run one after another, so a
 // backend on a shared server need not isolate parallel subtests.
-func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) storage.Store) {
+//
+// openBackup opens, as a store using now as its clock, the copy that Backup wrote to the file at
+// path, and registers its Close with t.Cleanup like newStore. It may be nil for a backend whose
+// copies are not opened as a store: the Backup subtests then check only what Backup writes, not
+// that the copy restores.
+func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) storage.Store,
+	openBackup func(t *testing.T, path string, now func() time.Time) storage.Store) {
 	var cases []testCase
 	cases = append(cases, hashCases()...)
 	cases = append(cases, clientCases()...)
@@ -90,6 +98,10 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) storage
 	cases = append(cases, upstreamCases()...)
 	cases = append(cases, gcCases()...)
 	cases = append(cases, lifecycleCases()...)
+	cases = append(cases, userUpdateCases()...)
+	cases = append(cases, revokeUserCases()...)
+	cases = append(cases, statsCases()...)
+	cases = append(cases, backupCases()...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := NewClock(Start())
@@ -97,7 +109,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) storage
 			if s == nil {
 				t.Fatal("factory returned a nil store")
 			}
-			tc.fn(t, &env{ctx: t.Context(), clock: clock, s: s, start: clock.Now()})
+			tc.fn(t, &env{ctx: t.Context(), clock: clock, s: s, start: clock.Now(), openBackup: openBackup})
 		})
 	}
 }
@@ -301,6 +313,8 @@ func (e *env) key(id string, created time.Time) storage.KeyRecord {
 		Algorithm: "RS256",
 		Private:   []byte("pkcs8-der-of-" + id + "\x00\xff"),
 		CreatedAt: created,
+		// A key is published for a while before it signs (zero would hide a dropped field).
+		ActivatesAt: created.Add(time.Hour),
 	}
 }
 

@@ -1,0 +1,350 @@
+package bolt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
+)
+
+// This file holds the operator and housekeeping operations: UpdateUser, RevokeUserTokens,
+// DeleteKey, Stats and Backup.
+
+// UpdateUser runs fn inside one write transaction (a plain Update, not Batch, so fn runs exactly
+// once and concurrent updates of one user are serialised: none is lost). When the user does not
+// exist fn gets exists=false and a User whose only field set is Subject, and the user is created
+// if fn returns nil. An error from fn is returned unwrapped and nothing is written; changing the
+// Subject gives ErrConflict.
+func (s *Store) UpdateUser(ctx context.Context, subject string, fn func(u *storage.User, exists bool) error) (storage.User, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.User{}, fmt.Errorf("storage: update user %q: %w", subject, err)
+	}
+	if subject == "" {
+		return storage.User{}, errors.New("storage: update user: empty subject")
+	}
+	var out storage.User
+	var fnErr error
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := bkt(tx, bucketUsers)
+		u, ok, err := getJSON[storage.User](b, []byte(subject))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			u = storage.User{Subject: subject}
+		}
+		if fnErr = fn(&u, ok); fnErr != nil {
+			return fnErr
+		}
+		if u.Subject != subject {
+			return fmt.Errorf("the update changed the subject to %q: %w", u.Subject, storage.ErrConflict)
+		}
+		raw, err := encode(u)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte(subject), raw); err != nil {
+			return err
+		}
+		out = u
+		return nil
+	})
+	if fnErr != nil {
+		return storage.User{}, fnErr
+	}
+	if err != nil {
+		return storage.User{}, fmt.Errorf("storage: update user %q: %w", subject, err)
+	}
+	return out, nil
+}
+
+// tokenOwner is the part of a refresh- or access-token record RevokeUserTokens and Stats read.
+type tokenOwner struct {
+	Subject   string     `json:"subject"`
+	FamilyID  string     `json:"family_id"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	RotatedAt *time.Time `json:"rotated_at"` // refresh tokens only
+	Revoked   bool       `json:"revoked"`    // access tokens only
+}
+
+// RevokeUserTokens revokes, in one write transaction, every refresh family that holds a token
+// issued to subject (a refresh token, rotated or not, or an access token issued with the
+// family) and every access token of subject issued without a family; access tokens issued with
+// a family die with it. It returns how many families it revoked: live families that were not
+// revoked already.
+//
+// There is no subject index: the transaction scans the refresh_tokens and access_tokens
+// buckets, decoding every record. This is an operator action, rare, and an index would have to
+// be kept by every token write and built for the tokens of existing databases; the scan holds
+// the writer lock for time proportional to the number of stored tokens.
+func (s *Store) RevokeUserTokens(ctx context.Context, subject string) (n int, err error) {
+	defer wrap(&err, "revoke tokens of user %q", subject)
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if subject == "" {
+		return 0, errors.New("empty subject")
+	}
+	now := s.now()
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		n = 0
+		families := map[string]bool{}
+		var loose []string // access tokens without a family
+		err := bkt(tx, bucketRefreshTokens).ForEach(func(k, raw []byte) error {
+			var t tokenOwner
+			if err := json.Unmarshal(raw, &t); err != nil {
+				return fmt.Errorf("decode refresh token record: %w", err)
+			}
+			if t.Subject == subject && t.FamilyID != "" {
+				families[t.FamilyID] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = bkt(tx, bucketAccessTokens).ForEach(func(k, raw []byte) error {
+			var t tokenOwner
+			if err := json.Unmarshal(raw, &t); err != nil {
+				return fmt.Errorf("decode access token record %q: %w", k, err)
+			}
+			switch {
+			case t.Subject != subject:
+			case t.FamilyID != "":
+				families[t.FamilyID] = true
+			case !t.Revoked && !expired(t.ExpiresAt, now):
+				loose = append(loose, string(k)) // a string copies k, which lives only in ForEach
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// Writes come after the scans: bbolt forbids modifying a bucket under ForEach.
+		for familyID := range families {
+			fam, ok, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
+			if err != nil {
+				return err
+			}
+			if !ok || fam.Revoked || expired(fam.ExpiresAt, now) {
+				continue // nothing of it can be used any more
+			}
+			if err := revokeFamily(tx, familyID); err != nil {
+				return fmt.Errorf("revoke refresh family %q: %w", familyID, err)
+			}
+			n++
+		}
+		for _, id := range loose {
+			if err := revokeAccess(tx, id); err != nil {
+				return fmt.Errorf("revoke access token %q: %w", id, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// DeleteKey removes a key; a missing one is not an error.
+func (s *Store) DeleteKey(ctx context.Context, id string) (err error) {
+	defer wrap(&err, "delete key %q", id)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		return bkt(tx, bucketKeys).Delete([]byte(id))
+	})
+}
+
+// Stats keys.
+const (
+	statClients       = "clients"
+	statUsers         = "users"
+	statSessions      = "sessions"
+	statAuthRequests  = "auth_requests"
+	statAccessTokens  = "access_tokens"
+	statRefreshTokens = "refresh_tokens"
+	statKeys          = "keys"
+)
+
+// statsCheckEvery is how many records Stats counts between two looks at its context.
+const statsCheckEvery = 1024
+
+// Stats counts the live records of each kind by the Store's clock:
+//
+//	clients, users   every record (they do not expire)
+//	keys             keys still published: NotAfter zero or after now
+//	sessions         unexpired sessions
+//	auth_requests    unexpired auth requests
+//	access_tokens    unexpired access tokens not revoked, by themselves or through their family
+//	refresh_tokens   unexpired refresh tokens not rotated, whose family is live and not revoked
+//
+// Each kind is counted in its own read transaction (View only, so writers go on, and no snapshot
+// is held for the whole scrape): each count is consistent, but they may come from slightly
+// different moments. The cost is one pass over those buckets, decoding the records whose
+// liveness depends on their value; each family record is read once. ctx is checked between
+// kinds and every statsCheckEvery records.
+func (s *Store) Stats(ctx context.Context) (stats map[string]int, err error) {
+	defer wrap(&err, "stats")
+	now := s.now()
+	type tally = func(tx *bbolt.Tx) (int, error)
+	all := func(bucket string) tally {
+		return func(tx *bbolt.Tx) (int, error) {
+			return countWhere(ctx, tx, bucket, func(_ []byte) (bool, error) { return true, nil })
+		}
+	}
+	live := func(bucket string, keep func(tx *bbolt.Tx, t tokenOwner) bool) tally {
+		return func(tx *bbolt.Tx) (int, error) {
+			return countWhere(ctx, tx, bucket, func(raw []byte) (bool, error) {
+				var t tokenOwner
+				if err := json.Unmarshal(raw, &t); err != nil {
+					return false, err
+				}
+				return !expired(t.ExpiresAt, now) && keep(tx, t), nil
+			})
+		}
+	}
+	always := func(*bbolt.Tx, tokenOwner) bool { return true }
+	accessFamily, refreshFamily := familyCache(now), familyCache(now)
+	steps := []struct {
+		key   string
+		count tally
+	}{
+		{statClients, all(bucketClients)},
+		{statUsers, all(bucketUsers)},
+		{statKeys, func(tx *bbolt.Tx) (int, error) {
+			return countWhere(ctx, tx, bucketKeys, func(raw []byte) (bool, error) {
+				var k struct {
+					NotAfter time.Time `json:"not_after"`
+				}
+				if err := json.Unmarshal(raw, &k); err != nil {
+					return false, err
+				}
+				return k.NotAfter.IsZero() || k.NotAfter.After(now), nil
+			})
+		}},
+		{statSessions, live(bucketSessions, always)},
+		{statAuthRequests, live(bucketAuthRequests, always)},
+		{statAccessTokens, live(bucketAccessTokens, func(tx *bbolt.Tx, t tokenOwner) bool {
+			return !t.Revoked && (t.FamilyID == "" || accessFamily(tx, t.FamilyID))
+		})},
+		{statRefreshTokens, live(bucketRefreshTokens, func(tx *bbolt.Tx, t tokenOwner) bool {
+			return t.RotatedAt == nil && refreshFamily(tx, t.FamilyID)
+		})},
+	}
+	stats = make(map[string]int, len(steps))
+	for _, st := range steps {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		err := s.db.View(func(tx *bbolt.Tx) error {
+			n, err := st.count(tx)
+			stats[st.key] = n
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("count %s: %w", st.key, err)
+		}
+	}
+	return stats, nil
+}
+
+// countWhere counts the records of bucket whose value keep accepts, checking ctx every
+// statsCheckEvery records.
+func countWhere(ctx context.Context, tx *bbolt.Tx, bucket string, keep func(raw []byte) (bool, error)) (int, error) {
+	n, seen := 0, 0
+	err := bkt(tx, bucket).ForEach(func(k, raw []byte) error {
+		if seen++; seen%statsCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		ok, err := keep(raw)
+		if err != nil {
+			return fmt.Errorf("decode record %q: %w", k, err)
+		}
+		if ok {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// familyCache returns a function reporting whether a refresh family is live (known, unexpired,
+// not revoked), reading each family record once per transaction. A family record that does not
+// decode counts as not live, as checkFamily fails closed on it.
+func familyCache(now time.Time) func(tx *bbolt.Tx, familyID string) bool {
+	seen := map[string]bool{}
+	return func(tx *bbolt.Tx, familyID string) bool {
+		live, ok := seen[familyID]
+		if !ok {
+			fam, found, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
+			live = err == nil && found && !fam.Revoked && !expired(fam.ExpiresAt, now)
+			seen[familyID] = live
+		}
+		return live
+	}
+}
+
+// Backup writes the database as it is at the start of one read transaction (bbolt's
+// Tx.WriteTo): a complete bbolt file that Open accepts, holding every write committed before
+// Backup was called. Writers go on meanwhile; the pages of the snapshot stay allocated until the
+// copy ends. ctx is checked before every write to w (every 32 KiB of data), so a cancelled
+// backup stops at its next write and returns ctx's error; a write that blocks inside w is not
+// interrupted. n counts the bytes w accepted, also when the copy fails part way.
+//
+// A caveat of bbolt: a writer that must grow the memory map waits for every open read
+// transaction, this one included, and readers arriving meanwhile queue behind that writer. A
+// backup to a slow w therefore stalls the store once a write needs a larger map, until the copy
+// ends or ctx is cancelled.
+func (s *Store) Backup(ctx context.Context, w io.Writer) (n int64, err error) {
+	defer wrap(&err, "backup")
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	cw := &ctxWriter{ctx: ctx, w: w}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		_, err := tx.WriteTo(cw)
+		return err
+	})
+	if err != nil && cw.err != nil {
+		// WriteTo formats some of w's errors with %s, which loses the chain; the error w (or
+		// ctx) gave is the one to report, and to match with errors.Is.
+		err = fmt.Errorf("write copy: %w", cw.err)
+	}
+	return cw.n, err
+}
+
+// ctxWriter passes writes to w until ctx is done, and keeps the count of bytes w accepted and
+// the first error.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *ctxWriter) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.err = c.ctx.Err(); c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	c.err = err
+	return n, err
+}
