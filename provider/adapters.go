@@ -21,14 +21,16 @@ func (k keyStore) ListKeys(ctx context.Context) ([]keys.Record, error) {
 	}
 	out := make([]keys.Record, len(recs))
 	for i, r := range recs {
-		out[i] = keys.Record{ID: r.ID, Algorithm: r.Algorithm, Private: r.Private, CreatedAt: r.CreatedAt, NotAfter: r.NotAfter}
+		out[i] = keys.Record{ID: r.ID, Algorithm: r.Algorithm, Private: r.Private, CreatedAt: r.CreatedAt, ActivatesAt: r.ActivatesAt, NotAfter: r.NotAfter}
 	}
 	return out, nil
 }
 
 func (k keyStore) PutKey(ctx context.Context, r keys.Record) error {
-	return k.s.PutKey(ctx, storage.KeyRecord{ID: r.ID, Algorithm: r.Algorithm, Private: r.Private, CreatedAt: r.CreatedAt, NotAfter: r.NotAfter})
+	return k.s.PutKey(ctx, storage.KeyRecord{ID: r.ID, Algorithm: r.Algorithm, Private: r.Private, CreatedAt: r.CreatedAt, ActivatesAt: r.ActivatesAt, NotAfter: r.NotAfter})
 }
+
+func (k keyStore) DeleteKey(ctx context.Context, id string) error { return k.s.DeleteKey(ctx, id) }
 
 // UpstreamTokens shares an upstream connector's access token through a storage.Store, so every
 // request and every process using the database reuses one token. It has the method set of
