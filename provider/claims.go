@@ -140,6 +140,7 @@ func (m *claimsMapper) user(up Upstream, id upstream.Identity, prev storage.User
 		Status:         id.Status,
 		Extra:          id.Extra,
 		Disabled:       prev.Disabled,
+		DisabledAt:     prev.DisabledAt,
 		FirstSeen:      prev.FirstSeen,
 		LastLogin:      prev.LastLogin,
 		LastChecked:    now,

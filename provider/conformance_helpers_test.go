@@ -389,13 +389,18 @@ func (t idToken) num(name string) int64 { f, _ := t.claims[name].(float64); retu
 // request had none, so the token must have none.
 func (op *confOP) checkIDToken(raw string, c confClient, nonce string) idToken {
 	op.t.Helper()
-	v := op.keys.Verifier(&gooidc.Config{ClientID: c.id, SupportedSigningAlgs: []string{"RS256"}})
+	// The algorithm discovery advertises (RS256 unless keys.algorithm says otherwise).
+	alg := "RS256"
+	if algs := op.meta.IDTokenSigningAlgValuesSupported; len(algs) == 1 {
+		alg = algs[0]
+	}
+	v := op.keys.Verifier(&gooidc.Config{ClientID: c.id, SupportedSigningAlgs: []string{alg}})
 	if _, err := v.Verify(context.Background(), raw); err != nil {
 		op.t.Fatalf("ID token does not verify (signature, iss, aud, exp): %v", err)
 	}
 	tok := idToken{raw: raw, header: jwtPart(op.t, raw, 0), claims: jwtPart(op.t, raw, 1)}
-	if tok.header["alg"] != "RS256" {
-		op.t.Errorf("ID token alg = %v, want RS256", tok.header["alg"])
+	if tok.header["alg"] != alg {
+		op.t.Errorf("ID token alg = %v, want %s", tok.header["alg"], alg)
 	}
 	if kid, _ := tok.header["kid"].(string); kid == "" {
 		op.t.Error("ID token header has no kid")

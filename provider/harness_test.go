@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -44,6 +45,8 @@ type harness struct {
 	sims   []*wecomsim.Sim // every corp, in upstream order
 	store  *bolt.Store
 	issuer string
+	// backend is the provider's own server URL (the issuer, unless a proxy fronts it).
+	backend string
 }
 
 type harnessOptions struct {
@@ -62,6 +65,16 @@ type harnessOptions struct {
 	tags bool
 	// recheckInterval and recheckGrace set the provider's re-check at refresh.
 	recheckInterval, recheckGrace time.Duration
+	// issuer, when set, is the provider's issuer instead of its own server URL (a proxy fronts it).
+	issuer string
+	// logger receives the provider's and the connectors' logs (nil: discarded).
+	logger *slog.Logger
+	// wrapSim wraps each simulated WeCom's handler (to observe what it hands out).
+	wrapSim func(http.Handler) http.Handler
+	// keyAlgorithm is the signing keys' algorithm (default RS256).
+	keyAlgorithm string
+	// keys receives the provider's key set, for rotation tests.
+	keys **keys.Set
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -77,8 +90,12 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	var handler http.Handler
 	opSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	t.Cleanup(opSrv.Close)
-	h := &harness{t: t, store: store, issuer: opSrv.URL}
+	h := &harness{t: t, store: store, issuer: opSrv.URL, backend: opSrv.URL}
+	if opts.issuer != "" {
+		h.issuer = opts.issuer
+	}
 
+	metrics := provider.NewMetrics(store)
 	corps := opts.corps
 	ids := []string{"corp"}
 	if corps == nil {
@@ -96,7 +113,11 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 			adjust(&seed)
 		}
 		sim := wecomsim.New(seed)
-		simSrv := httptest.NewServer(sim)
+		var simHandler http.Handler = sim
+		if opts.wrapSim != nil {
+			simHandler = opts.wrapSim(sim)
+		}
+		simSrv := httptest.NewServer(simHandler)
 		t.Cleanup(simSrv.Close)
 		conn, err := wecom.New(wecom.Config{
 			CorpID:       seed.CorpID,
@@ -106,11 +127,13 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 			APIBaseURL:   simSrv.URL,
 			OAuthBaseURL: simSrv.URL,
 			LoginBaseURL: simSrv.URL,
-			RedirectURL:  opSrv.URL + "/login/wecom/callback",
+			RedirectURL:  h.issuer + "/login/wecom/callback",
 			Tokens:       provider.UpstreamTokens{Store: store},
 			Timeout:      5 * time.Second,
 			Tags:         opts.tags,
 			Now:          opts.now,
+			Logger:       opts.logger,
+			Observer:     metrics,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -124,12 +147,17 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	h.sim = h.sims[0]
 
 	ctx := context.Background()
-	keySet, err := keys.Open(ctx, provider.KeyStore(store), nil)
+	keySet, err := keys.Open(ctx, provider.KeyStore(store), keys.Config{Algorithm: opts.keyAlgorithm, Now: opts.now})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if opts.keys != nil {
+		*opts.keys = keySet
+	}
 	p, err := provider.New(provider.Config{
-		Issuer:          opSrv.URL,
+		Issuer:          h.issuer,
+		Logger:          opts.logger,
+		Metrics:         metrics,
 		Store:           store,
 		Keys:            keySet,
 		Upstreams:       upstreams,

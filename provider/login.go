@@ -67,9 +67,11 @@ func (p *Provider) login(w http.ResponseWriter, r *http.Request) {
 
 	if sess, ok := p.usableSession(ctx, r, ar); ok {
 		if err := p.complete(ctx, ar.ID, sess.Subject, sess.AuthTime, sess.AMR, sess.ID); err != nil {
+			p.metrics.login(loginError, "")
 			p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "login: complete from session", err)
 			return
 		}
+		p.metrics.login(loginSession, "")
 		http.Redirect(w, r, op.AuthCallbackURL(p.op)(ctx, ar.ID), http.StatusFound)
 		return
 	}
@@ -125,7 +127,7 @@ func (p *Provider) usableSession(ctx context.Context, r *http.Request, ar storag
 		return storage.Session{}, false
 	}
 	u, err := p.store.GetUser(ctx, sess.Subject)
-	if err != nil || u.Disabled {
+	if err != nil || u.Disabled || sess.AuthTime.Before(u.DisabledAt) {
 		return storage.Session{}, false
 	}
 	return sess, true
@@ -171,9 +173,11 @@ func (p *Provider) wecomCallback(w http.ResponseWriter, r *http.Request) {
 	user, err := p.signInUser(ctx, up, id, now)
 	if err != nil {
 		if errors.Is(err, errUserDisabled) {
+			p.metrics.login(loginDenied, up.ID)
 			p.rejectToApp(w, r, ar, oidc.ErrAccessDenied().WithDescription("this account is disabled"))
 			return
 		}
+		p.metrics.login(loginError, up.ID)
 		p.log.ErrorContext(ctx, "login failed: user record", "client_id", ar.ClientID, "error", err)
 		p.rejectToApp(w, r, ar, oidc.ErrServerError().WithDescription("could not record the sign-in"))
 		return
@@ -188,31 +192,30 @@ func (p *Provider) wecomCallback(w http.ResponseWriter, r *http.Request) {
 		p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "callback: complete auth request", err)
 		return
 	}
+	p.metrics.login(loginSuccess, up.ID)
 	p.log.InfoContext(ctx, "login", "client_id", ar.ClientID, "sub", user.Subject, "method", id.Method)
 	http.Redirect(w, r, op.AuthCallbackURL(p.op)(ctx, ar.ID), http.StatusFound)
 }
 
 var errUserDisabled = errors.New("provider: user disabled by an operator")
 
-// signInUser records the person's fresh profile, keeping what an operator set.
+// signInUser records the person's fresh profile in one atomic update, keeping what an operator
+// set: a `users disable` racing the login either lands first (the login is refused) or after
+// (the flag stays).
 func (p *Provider) signInUser(ctx context.Context, up Upstream, id upstream.Identity, now time.Time) (storage.User, error) {
-	probe, err := p.claims.user(up, id, storage.User{}, now)
-	if err != nil {
-		return storage.User{}, err
-	}
-	prev, err := p.store.GetUser(ctx, probe.Subject)
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return storage.User{}, err
-	}
-	if prev.Disabled {
-		return storage.User{}, errUserDisabled
-	}
-	u, err := p.claims.user(up, id, prev, now)
-	if err != nil {
-		return storage.User{}, err
-	}
-	u.LastLogin = now
-	return u, p.store.PutUser(ctx, u)
+	sub := p.claims.subject(up.SubjectTemplate, id)
+	return p.store.UpdateUser(ctx, sub, func(u *storage.User, _ bool) error {
+		if u.Disabled {
+			return errUserDisabled
+		}
+		fresh, err := p.claims.user(up, id, *u, now)
+		if err != nil {
+			return err
+		}
+		fresh.LastLogin = now
+		*u = fresh
+		return nil
+	})
 }
 
 // upstreamFailed tells the person and the operator why the upstream did not sign them in. Plain
@@ -223,15 +226,19 @@ func (p *Provider) upstreamFailed(w http.ResponseWriter, r *http.Request, lang s
 	var denied *upstream.DeniedError
 	switch {
 	case errors.As(err, &denied) && denied.Kind == upstream.DeniedNotVisible:
+		p.metrics.login(loginDenied, up.ID)
 		p.log.InfoContext(ctx, "login denied: outside the app's visible range", "client_id", ar.ClientID, "upstream", up.ID, "reason", denied.Reason)
 		p.renderPage(w, lang, http.StatusForbidden, msgNotVisible, returnLink(ar, "access_denied"))
 	case errors.As(err, &denied):
+		p.metrics.login(loginDenied, up.ID)
 		p.log.InfoContext(ctx, "login denied", "client_id", ar.ClientID, "upstream", up.ID, "kind", denied.Kind, "reason", denied.Reason)
 		p.rejectToApp(w, r, ar, oidc.ErrAccessDenied().WithDescription("%s", denied.Reason))
 	case errors.Is(err, upstream.ErrMisconfigured):
+		p.metrics.login(loginMisconfigured, up.ID)
 		p.log.ErrorContext(ctx, "login failed: upstream misconfigured", "client_id", ar.ClientID, "upstream", up.ID, "error", err)
 		p.renderPage(w, lang, http.StatusBadGateway, msgMisconfigured, returnLink(ar, "server_error"))
 	default:
+		p.metrics.login(loginUnavailable, up.ID)
 		p.log.ErrorContext(ctx, "login failed: upstream unavailable", "client_id", ar.ClientID, "upstream", up.ID, "error", err)
 		p.renderPage(w, lang, http.StatusServiceUnavailable, msgUnavailable,
 			link{ID: "retry", Href: "/login?authRequestID=" + url.QueryEscape(ar.ID), Text: msgRetry},

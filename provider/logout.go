@@ -76,8 +76,11 @@ func (p *Provider) notifyLogout(sess storage.Session) {
 		go func() {
 			defer p.deliveries.Done()
 			if err := p.deliverLogout(p.bg, c, sess); err != nil {
+				p.metrics.delivery("failed")
 				p.log.Warn("back-channel logout not delivered", "client_id", c.ID, "error", err)
+				return
 			}
+			p.metrics.delivery("delivered")
 		}()
 	}
 }

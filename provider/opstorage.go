@@ -114,6 +114,10 @@ func (s *opStorage) AuthRequestByCode(ctx context.Context, code string) (op.Auth
 	if err != nil {
 		return nil, err
 	}
+	// A login that finished before an operator disabled the person yields nothing.
+	if u, err := s.p.store.GetUser(ctx, ar.Subject); err != nil || u.Disabled {
+		return nil, oidc.ErrInvalidGrant().WithDescription("the account is disabled")
+	}
 	return &authRequest{ar}, nil
 }
 
@@ -135,6 +139,7 @@ func (s *opStorage) CreateAccessToken(ctx context.Context, req op.TokenRequest) 
 		}
 		return "", time.Time{}, err
 	}
+	s.p.metrics.issued(grantOf(req))
 	return access.ID, access.ExpiresAt, nil
 }
 
@@ -176,7 +181,16 @@ func (s *opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Tok
 		}
 		return "", "", time.Time{}, err
 	}
+	s.p.metrics.issued(grantOf(req))
 	return access.ID, value, access.ExpiresAt, nil
+}
+
+// grantOf names the grant a token request came from, for metrics.
+func grantOf(req op.TokenRequest) string {
+	if _, ok := req.(*refreshTokenRequest); ok {
+		return "refresh_token"
+	}
+	return "authorization_code"
 }
 
 func (s *opStorage) newAccessToken(req op.TokenRequest, familyID string) storage.AccessToken {

@@ -8,6 +8,7 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,10 @@ type Config struct {
 	RefreshTokenTTL time.Duration // default 30 days
 	SessionTTL      time.Duration // SSO session, default 12h
 
+	// Metrics records the provider's metrics and serves /metrics; nil: a fresh set. Pass the same
+	// value to the WeCom connectors as their Observer.
+	Metrics *Metrics
+
 	// HTTPClient makes the provider's own outgoing calls: back-channel logout, clients' jwks_uri.
 	// nil: a client with a 10-second timeout.
 	HTTPClient *http.Client
@@ -95,6 +100,7 @@ type Provider struct {
 	handler http.Handler
 
 	httpClient *http.Client
+	metrics    *Metrics
 	rechecks   recheckGroup
 	clientKeys jwksCache
 	assertions jtiCache
@@ -139,6 +145,9 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(cfg.Store)
+	}
 	claims, err := newClaimsMapper(cfg.Claims)
 	if err != nil {
 		return nil, err
@@ -156,6 +165,7 @@ func New(cfg Config) (*Provider, error) {
 		secure: issuer.Scheme == "https",
 
 		httpClient: cfg.HTTPClient,
+		metrics:    cfg.Metrics,
 	}
 	p.bg, p.stopBG = context.WithCancel(context.Background())
 	opStore := &opStorage{p: p}
@@ -181,8 +191,13 @@ func New(cfg Config) (*Provider, error) {
 }
 
 func (p *Provider) opOptions(issuer *url.URL) []op.Option {
+	// The library's own verifiers (access tokens, id_token_hint) accept RS256, ES256 and PS256
+	// unless told otherwise; keys.algorithm may be EdDSA.
+	algs := []string{"RS256", "ES256", "EdDSA"}
 	opts := []op.Option{
 		op.WithHttpInterceptors(p.intercept),
+		op.WithAccessTokenVerifierOpts(op.WithSupportedAccessTokenSigningAlgorithms(algs...)),
+		op.WithIDTokenHintVerifierOpts(op.WithSupportedIDTokenHintSigningAlgorithms(algs...)),
 		// The library's default reflects every origin, with credentials, on every endpoint.
 		op.WithCORSOptions(&cors.Options{
 			AllowOriginVaryRequestFunc: p.corsAllowed,
@@ -204,6 +219,8 @@ func (p *Provider) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, p.logRequests, middleware.Recoverer)
 	r.Get("/healthz", p.healthz)
+	r.Get("/readyz", p.readyz)
+	r.Method(http.MethodGet, "/metrics", p.metrics.Handler())
 	r.Get("/logged-out", p.loggedOut)
 	r.Group(func(r chi.Router) {
 		r.Use(op.NewIssuerInterceptor(p.op.IssuerFromRequest).Handler, securityHeaders)
@@ -239,20 +256,64 @@ func (p *Provider) loggedOut(w http.ResponseWriter, r *http.Request) {
 	p.renderMessage(w, r, http.StatusOK, msgLoggedOut)
 }
 
-// logRequests writes one line per request. Query strings are left out: they carry codes and states.
+// logRequests writes one line per request and observes its latency. Query strings are left out:
+// they carry codes and states. The metrics' route label is the matched route pattern, never the
+// raw path, so hostile paths cannot grow the label set.
 func (p *Provider) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := p.now()
+		start := time.Now()
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		next.ServeHTTP(ww, r)
+		d := time.Since(start)
+		status := ww.Status()
+		if status == 0 {
+			status = http.StatusOK
+		}
+		route := "other"
+		if rc := chi.RouteContext(r.Context()); rc != nil {
+			if pattern := strings.ReplaceAll(rc.RoutePattern(), "/*/", "/"); pattern != "" && pattern != "/*" {
+				route = pattern
+			}
+		}
+		p.metrics.request(route, r.Method, status, d)
 		p.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("request_id", middleware.GetReqID(r.Context())),
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
-			slog.Int("status", ww.Status()),
-			slog.Duration("duration", p.now().Sub(start)),
+			slog.Int("status", status),
+			slog.Duration("duration", d),
 		)
 	})
+}
+
+// readyz reports whether this instance can serve logins: storage answers, a signing key is
+// loaded, and the last WeCom access-token fetch (if any yet) worked. 503 when one fails.
+func (p *Provider) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"storage": "ok", "signing_key": "ok", "wecom_token": "ok"}
+	ready := true
+	if err := p.store.Health(ctx); err != nil {
+		p.log.ErrorContext(ctx, "readiness: storage", "error", err)
+		checks["storage"], ready = "failed", false
+	}
+	if p.cfg.Keys.SigningKey() == nil || len(p.cfg.Keys.PublicKeys()) == 0 {
+		checks["signing_key"], ready = "missing", false
+	}
+	switch at, err := p.metrics.lastTokenRefresh(); {
+	case at.IsZero():
+		checks["wecom_token"] = "not fetched yet"
+	case err != nil:
+		checks["wecom_token"], ready = "last fetch failed at "+at.UTC().Format(time.RFC3339), false
+	}
+	status, word := http.StatusOK, "ready"
+	if !ready {
+		status, word = http.StatusServiceUnavailable, "not ready"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"status": word, "checks": checks})
 }
 
 // securityHeaders is applied to the pages we render.

@@ -61,20 +61,24 @@ func (p *Provider) recheck(ctx context.Context, up Upstream, rc upstream.Recheck
 	if err != nil {
 		return err
 	}
-	fresh, err := p.claims.user(up, id, u, p.now())
-	if err != nil {
-		return err
-	}
-	// Fields the re-check cannot see (user/get has no sensitive fields for newer apps) are kept.
-	keepIfEmpty(&fresh.Email, u.Email)
-	keepIfEmpty(&fresh.Mobile, u.Mobile)
-	keepIfEmpty(&fresh.Avatar, u.Avatar)
-	keepIfEmpty(&fresh.Address, u.Address)
-	keepIfEmpty(&fresh.Gender, u.Gender)
-	if fresh.Email == u.Email {
-		fresh.EmailVerified = u.EmailVerified
-	}
-	return p.store.PutUser(ctx, fresh)
+	_, err = p.store.UpdateUser(ctx, u.Subject, func(cur *storage.User, _ bool) error {
+		fresh, err := p.claims.user(up, id, *cur, p.now())
+		if err != nil {
+			return err
+		}
+		// Fields the re-check cannot see (user/get has no sensitive fields for newer apps) are kept.
+		keepIfEmpty(&fresh.Email, cur.Email)
+		keepIfEmpty(&fresh.Mobile, cur.Mobile)
+		keepIfEmpty(&fresh.Avatar, cur.Avatar)
+		keepIfEmpty(&fresh.Address, cur.Address)
+		keepIfEmpty(&fresh.Gender, cur.Gender)
+		if fresh.Email == cur.Email {
+			fresh.EmailVerified = cur.EmailVerified
+		}
+		*cur = fresh
+		return nil
+	})
+	return err
 }
 
 func keepIfEmpty(field *string, old string) {

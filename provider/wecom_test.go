@@ -302,3 +302,36 @@ func TestUpstreamFailurePages(t *testing.T) {
 		})
 	}
 }
+
+// TestDisabledByOperator: an operator's disable (what `users disable` does) voids a code already
+// issued, and after `users enable` the browser's old SSO session does not sign the person in
+// silently: WeCom is asked again.
+func TestDisabledByOperator(t *testing.T) {
+	op := newConfOP(t, harnessOptions{})
+	b := newBrowser(t, desktopUA)
+	op.login(b, cWeb, "zhangsan") // the browser now holds an SSO session
+	v := authParams(cWeb)
+	code := op.authResponse(op.authorize(b, v, ""), cWeb, v) // silent, from the session
+
+	setDisabled := func(disabled bool) {
+		_, err := op.h.store.UpdateUser(t.Context(), "zhangsan", func(u *storage.User, _ bool) error {
+			u.Disabled = disabled
+			if disabled {
+				u.DisabledAt = op.clock.Now()
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	setDisabled(true)
+	op.tokenError(op.exchange(cWeb, authBasic, code, ""), "invalid_grant")
+
+	setDisabled(false)
+	pages := op.wecomPages()
+	op.login(b, cWeb, "zhangsan")
+	if op.wecomPages() == pages {
+		t.Fatal("after enable, the SSO session from before the disable signed the person in without WeCom")
+	}
+}
