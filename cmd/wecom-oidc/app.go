@@ -42,7 +42,7 @@ func openStore(path string) (*bolt.Store, error) {
 
 // newUpstreams builds one WeCom connector per configured upstream (the wecom block, or the
 // upstreams list) for the given issuer.
-func newUpstreams(cfg *Config, issuer string, store storage.Store, log *slog.Logger) ([]provider.Upstream, error) {
+func newUpstreams(cfg *Config, issuer string, store storage.Store, metrics *provider.Metrics, log *slog.Logger) ([]provider.Upstream, error) {
 	var ups []provider.Upstream
 	for _, uc := range cfg.EffectiveUpstreams() {
 		w := uc.WeCom
@@ -58,6 +58,7 @@ func newUpstreams(cfg *Config, issuer string, store storage.Store, log *slog.Log
 			Timeout:      w.Timeout,
 			Tags:         w.Tags,
 			Tokens:       provider.UpstreamTokens{Store: store},
+			Observer:     metrics,
 			Logger:       log.With("upstream", uc.ID),
 		})
 		if err != nil {
@@ -72,11 +73,7 @@ func newUpstreams(cfg *Config, issuer string, store storage.Store, log *slog.Log
 }
 
 // newProvider builds the OP over an open store.
-func newProvider(ctx context.Context, cfg *Config, issuer string, store storage.Store, ups []provider.Upstream, log *slog.Logger) (*provider.Provider, error) {
-	keySet, err := keys.Open(ctx, provider.KeyStore(store), nil)
-	if err != nil {
-		return nil, err
-	}
+func newProvider(cfg *Config, issuer string, store storage.Store, keySet *keys.Set, ups []provider.Upstream, metrics *provider.Metrics, log *slog.Logger) (*provider.Provider, error) {
 	return provider.New(provider.Config{
 		Issuer:    issuer,
 		Store:     store,
@@ -96,6 +93,7 @@ func newProvider(ctx context.Context, cfg *Config, issuer string, store storage.
 		SessionTTL:      cfg.Tokens.SessionTTL,
 		RecheckInterval: cfg.Tokens.RecheckInterval,
 		RecheckGrace:    cfg.Tokens.RecheckGrace,
+		Metrics:         metrics,
 		Logger:          log,
 	})
 }
@@ -196,13 +194,13 @@ func sweep(ctx context.Context, store storage.Store, every time.Duration, log *s
 
 // serveUntilDone serves on ln until ctx ends, then shuts down gracefully: in-flight requests get
 // shutdownGrace to finish. It returns nil after a clean shutdown.
-func serveUntilDone(ctx context.Context, ln net.Listener, handler http.Handler, log *slog.Logger) error {
+func serveUntilDone(ctx context.Context, ln net.Listener, handler http.Handler, limits HTTPConfig, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: limits.ReadHeaderTimeout,
+		ReadTimeout:       limits.ReadTimeout,
+		WriteTimeout:      limits.WriteTimeout,
+		IdleTimeout:       limits.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/wecom-oidc/wecom-oidc/provider"
 	"github.com/wecom-oidc/wecom-oidc/storage"
@@ -20,19 +16,29 @@ import (
 const clientUsage = `usage:
   wecom-oidc client add --id ID --redirect-uri URI [--redirect-uri URI ...] [--name NAME]
                         [--post-logout-redirect-uri URI ...] [--public] [--no-id-token-claims]
-                        [--backchannel-logout-uri URI]
+                        [--groups names|ids|paths|tags ...] [--backchannel-logout-uri URI]
                         [--auth-method private_key_jwt (--jwks-file FILE | --jwks-uri URI)]
   wecom-oidc client list
   wecom-oidc client show ID
   wecom-oidc client remove ID
-(all take --config FILE; the server must be stopped: the database is locked while it runs)`
+  wecom-oidc client rotate-secret ID
+(all take --config FILE; they work while the server runs, through its admin socket, and when it
+is stopped; a change takes effect at once)`
 
-// runClient: `wecom-oidc client …` — manage relying parties in the database.
+// runClient: `wecom-oidc client …` — manage relying parties.
 func runClient(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return errors.New(clientUsage)
 	}
 	sub, rest := args[0], args[1:]
+	wantArgs := 1
+	switch sub {
+	case "add", "list":
+		wantArgs = 0
+	case "show", "remove", "rotate-secret":
+	default:
+		return fmt.Errorf("unknown client command %q\n%s", sub, clientUsage)
+	}
 	fs, configPath := newFlagSet("client "+sub, getenv, stderr)
 	var (
 		id, name, backchannel         string
@@ -53,24 +59,23 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 		fs.StringVar(&jwksFile, "jwks-file", "", "private_key_jwt: file holding the client's public JSON Web Key Set")
 		fs.StringVar(&jwksURI, "jwks-uri", "", "private_key_jwt: URL where the client publishes its keys")
 	}
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+	pos, err := parseArgs(fs, rest)
+	if err != nil {
+		return err
+	}
+	if len(pos) != wantArgs {
+		if wantArgs == 0 {
+			return fmt.Errorf("unexpected arguments: %s", strings.Join(pos, " "))
 		}
-		return errUsage
+		return fmt.Errorf("usage: wecom-oidc client %s ID [--config FILE]", sub)
 	}
 	cfg, err := LoadConfig(*configPath, getenv)
 	if err != nil {
 		return err
 	}
-	open := func() (storage.Store, error) { return openStore(cfg.Storage.Path) }
-
-	switch sub {
-	case "add":
-		if fs.NArg() > 0 {
-			return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-		}
-		c := storage.Client{
+	var c storage.Client
+	if sub == "add" {
+		c = storage.Client{
 			ID: id, Name: name, RedirectURIs: redirects, PostLogoutRedirectURIs: logouts,
 			Public: public, IDTokenClaims: !noIDTokenCls, BackchannelLogoutURI: backchannel,
 			AuthMethod: authMethod, JWKSURI: jwksURI, Groups: groups,
@@ -82,66 +87,69 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 			}
 			c.JWKS = string(raw)
 		}
-		return clientAdd(ctx, open, stdout, c)
-	case "list":
-		return withStore(open, func(s storage.Store) error { return clientList(ctx, s, stdout) })
-	case "show", "remove":
-		if fs.NArg() != 1 {
-			return fmt.Errorf("usage: wecom-oidc client %s ID", sub)
-		}
-		if sub == "show" {
-			return withStore(open, func(s storage.Store) error { return clientShow(ctx, s, fs.Arg(0), stdout) })
-		}
-		return withStore(open, func(s storage.Store) error { return clientRemove(ctx, s, fs.Arg(0), stdout) })
-	default:
-		return fmt.Errorf("unknown client command %q\n%s", sub, clientUsage)
-	}
-}
-
-func withStore(open func() (storage.Store, error), fn func(storage.Store) error) (err error) {
-	s, err := open()
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := s.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-	return fn(s)
-}
-
-func clientAdd(ctx context.Context, open func() (storage.Store, error), stdout io.Writer, c storage.Client) error {
-	if err := validateClient(c); err != nil {
-		return err
-	}
-	var secret string
-	if !c.Public && c.AuthMethod != provider.AuthMethodPrivateKeyJWT {
-		b := make([]byte, 32) // 256 bits
-		rand.Read(b)
-		secret = base64.RawURLEncoding.EncodeToString(b)
-		c.SecretHash = storage.HashSecret(secret)
-	}
-	now := time.Now().UTC()
-	c.Source, c.CreatedAt, c.UpdatedAt = storage.SourceCLI, now, now
-	return withStore(open, func(s storage.Store) error {
-		if err := s.CreateClient(ctx, c); err != nil {
-			if errors.Is(err, storage.ErrAlreadyExists) {
-				return fmt.Errorf("client %q already exists", c.ID)
-			}
+		// Checked here too, so that a mistake is reported before anything is opened.
+		if err := validateClient(c); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "client_id:     %s\n", c.ID)
-		switch {
-		case secret != "":
-			fmt.Fprintf(stdout, "client_secret: %s\n(shown once; only its hash is stored)\n", secret)
-		case c.Public:
-			fmt.Fprintln(stdout, "public client: no secret; PKCE (S256) is required")
-		default:
-			fmt.Fprintln(stdout, "private_key_jwt client: authenticates with a JWT signed by its own key")
+	}
+
+	return withAdmin(ctx, cfg, func(a admin) error {
+		switch sub {
+		case "add":
+			res, err := a.AddClient(ctx, c)
+			if err != nil {
+				return err
+			}
+			printClientSecret(stdout, res, false)
+			return nil
+		case "list":
+			cs, err := a.ListClients(ctx)
+			if err != nil {
+				return err
+			}
+			return printClients(stdout, cs)
+		case "show":
+			c, err := a.GetClient(ctx, pos[0])
+			if err != nil {
+				return err
+			}
+			printClient(stdout, c)
+			return nil
+		case "remove":
+			c, err := a.RemoveClient(ctx, pos[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "removed client %q\n", c.ID)
+			if c.Source == storage.SourceConfig {
+				fmt.Fprintln(stdout, "note: it comes from the config file and returns at the next start unless removed there")
+			}
+			return nil
+		default: // rotate-secret
+			res, err := a.RotateClientSecret(ctx, pos[0])
+			if err != nil {
+				return err
+			}
+			printClientSecret(stdout, res, true)
+			return nil
 		}
-		return nil
 	})
+}
+
+// printClientSecret prints a new client's id and its one-time secret.
+func printClientSecret(w io.Writer, res clientSecret, rotated bool) {
+	c := res.Client
+	fmt.Fprintf(w, "client_id:     %s\n", c.ID)
+	switch {
+	case res.Secret != "" && rotated:
+		fmt.Fprintf(w, "client_secret: %s\n(shown once; only its hash is stored; the previous secret no longer works)\n", res.Secret)
+	case res.Secret != "":
+		fmt.Fprintf(w, "client_secret: %s\n(shown once; only its hash is stored)\n", res.Secret)
+	case c.Public:
+		fmt.Fprintln(w, "public client: no secret; PKCE (S256) is required")
+	default:
+		fmt.Fprintln(w, "private_key_jwt client: authenticates with a JWT signed by its own key")
+	}
 }
 
 // validateClient applies the config file's client rules to a client registered from the CLI.
@@ -196,12 +204,8 @@ func validateClient(c storage.Client) error {
 	return nil
 }
 
-func clientList(ctx context.Context, s storage.Store, stdout io.Writer) error {
-	clients, err := s.ListClients(ctx)
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+func printClients(w io.Writer, clients []storage.Client) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTYPE\tSOURCE\tREDIRECT URIS")
 	for _, c := range clients {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.ID, clientType(c), c.Source, strings.Join(c.RedirectURIs, " "))
@@ -209,50 +213,28 @@ func clientList(ctx context.Context, s storage.Store, stdout io.Writer) error {
 	return tw.Flush()
 }
 
-func clientShow(ctx context.Context, s storage.Store, id string, stdout io.Writer) error {
-	c, err := s.GetClient(ctx, id)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("no client %q", id)
-		}
-		return err
-	}
-	fmt.Fprintf(stdout, "id:                        %s\n", c.ID)
-	fmt.Fprintf(stdout, "name:                      %s\n", c.Name)
-	fmt.Fprintf(stdout, "type:                      %s\n", clientType(c))
-	fmt.Fprintf(stdout, "source:                    %s\n", c.Source)
-	fmt.Fprintf(stdout, "redirect_uris:             %s\n", strings.Join(c.RedirectURIs, " "))
-	fmt.Fprintf(stdout, "post_logout_redirect_uris: %s\n", strings.Join(c.PostLogoutRedirectURIs, " "))
-	fmt.Fprintf(stdout, "id_token_claims:           %t\n", c.IDTokenClaims)
+func printClient(w io.Writer, c storage.Client) {
+	fmt.Fprintf(w, "id:                        %s\n", c.ID)
+	fmt.Fprintf(w, "name:                      %s\n", c.Name)
+	fmt.Fprintf(w, "type:                      %s\n", clientType(c))
+	fmt.Fprintf(w, "source:                    %s\n", c.Source)
+	fmt.Fprintf(w, "redirect_uris:             %s\n", strings.Join(c.RedirectURIs, " "))
+	fmt.Fprintf(w, "post_logout_redirect_uris: %s\n", strings.Join(c.PostLogoutRedirectURIs, " "))
+	fmt.Fprintf(w, "id_token_claims:           %t\n", c.IDTokenClaims)
 	if c.AuthMethod != "" {
-		fmt.Fprintf(stdout, "auth_method:               %s\n", c.AuthMethod)
+		fmt.Fprintf(w, "auth_method:               %s\n", c.AuthMethod)
 	}
 	if c.JWKSURI != "" {
-		fmt.Fprintf(stdout, "jwks_uri:                  %s\n", c.JWKSURI)
+		fmt.Fprintf(w, "jwks_uri:                  %s\n", c.JWKSURI)
+	}
+	if len(c.Groups) > 0 {
+		fmt.Fprintf(w, "groups:                    %s\n", strings.Join(c.Groups, " "))
 	}
 	if c.BackchannelLogoutURI != "" {
-		fmt.Fprintf(stdout, "backchannel_logout_uri:    %s\n", c.BackchannelLogoutURI)
+		fmt.Fprintf(w, "backchannel_logout_uri:    %s\n", c.BackchannelLogoutURI)
 	}
-	fmt.Fprintf(stdout, "created:                   %s\n", c.CreatedAt.Format(time.RFC3339))
-	return nil
-}
-
-func clientRemove(ctx context.Context, s storage.Store, id string, stdout io.Writer) error {
-	c, err := s.GetClient(ctx, id)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("no client %q", id)
-		}
-		return err
-	}
-	if err := s.DeleteClient(ctx, id); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "removed client %q\n", id)
-	if c.Source == storage.SourceConfig {
-		fmt.Fprintln(stdout, "note: it comes from the config file and returns at the next start unless removed there")
-	}
-	return nil
+	fmt.Fprintf(w, "created:                   %s\n", timeOrDash(c.CreatedAt))
+	fmt.Fprintf(w, "updated:                   %s\n", timeOrDash(c.UpdatedAt))
 }
 
 func clientType(c storage.Client) string {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -44,7 +45,43 @@ type Config struct {
 	Tokens    TokensConfig     `koanf:"tokens"`
 	Claims    ClaimsConfig     `koanf:"claims"`
 	Clients   []ClientConfig   `koanf:"clients"` // static clients; file only (no environment form)
+	Keys      KeysConfig       `koanf:"keys"`
+	HTTP      HTTPConfig       `koanf:"http"`
+	Admin     AdminConfig      `koanf:"admin"`
 	Dev       DevConfig        `koanf:"dev"`
+}
+
+// KeysConfig governs the signing keys.
+type KeysConfig struct {
+	Algorithm string `koanf:"algorithm"` // RS256 (default), ES256 or EdDSA: for keys created from now on
+	// RotationPeriod is how long a key signs before the next one (published a whole period ahead)
+	// takes over; default 720h. Retention keeps a retired key published so tokens it signed still
+	// verify; default 24h, and never less than the ID token lifetime.
+	RotationPeriod time.Duration `koanf:"rotation_period"`
+	Retention      time.Duration `koanf:"retention"`
+}
+
+// HTTPConfig bounds the HTTP server's connections (slow clients must not hold it).
+type HTTPConfig struct {
+	ReadHeaderTimeout time.Duration `koanf:"read_header_timeout"` // default 10s
+	ReadTimeout       time.Duration `koanf:"read_timeout"`        // default 30s
+	WriteTimeout      time.Duration `koanf:"write_timeout"`       // default 30s
+	IdleTimeout       time.Duration `koanf:"idle_timeout"`        // default 120s
+}
+
+// AdminConfig is the management endpoint the CLI uses while the server runs.
+type AdminConfig struct {
+	// Socket is the Unix socket (created 0600) of the admin API; default: beside the database,
+	// "wecom-oidc.sock" in storage.path's directory.
+	Socket string `koanf:"socket"`
+}
+
+// AdminSocket is the admin API's socket path.
+func (c *Config) AdminSocket() string {
+	if c.Admin.Socket != "" {
+		return c.Admin.Socket
+	}
+	return filepath.Join(filepath.Dir(c.Storage.Path), "wecom-oidc.sock")
 }
 
 // UpstreamConfig is one WeCom corp and app people may sign in with, when several share the issuer.
@@ -243,6 +280,13 @@ func defaultValues() map[string]any {
 		"tokens.session_ttl":       12 * time.Hour,
 		"tokens.recheck_interval":  10 * time.Minute,
 		"tokens.recheck_grace":     2 * time.Hour,
+		"keys.algorithm":           "RS256",
+		"keys.rotation_period":     720 * time.Hour,
+		"keys.retention":           24 * time.Hour,
+		"http.read_header_timeout": 10 * time.Second,
+		"http.read_timeout":        30 * time.Second,
+		"http.write_timeout":       30 * time.Second,
+		"http.idle_timeout":        120 * time.Second,
 		"claims.subject":           "{userid}",
 		"claims.email_sources":     []string{"biz_mail", "email"},
 	}
@@ -635,6 +679,25 @@ func (c *Config) Validate(mode Mode) error {
 		c.validateUpstreams(&ps, serve)
 	}
 	c.Tokens.validate(&ps)
+	checkEnum(&ps, "keys.algorithm", c.Keys.Algorithm, "RS256", "ES256", "EdDSA")
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"keys.rotation_period", c.Keys.RotationPeriod},
+		{"keys.retention", c.Keys.Retention},
+		{"http.read_header_timeout", c.HTTP.ReadHeaderTimeout},
+		{"http.read_timeout", c.HTTP.ReadTimeout},
+		{"http.write_timeout", c.HTTP.WriteTimeout},
+		{"http.idle_timeout", c.HTTP.IdleTimeout},
+	} {
+		if d.v <= 0 {
+			ps.add(d.key, "must be > 0")
+		}
+	}
+	if c.Keys.Retention > 0 && c.Keys.Retention < c.Tokens.IDTokenTTL {
+		ps.add("keys.retention", "must be ≥ tokens.id_token_ttl (%s): tokens must verify until they expire", c.Tokens.IDTokenTTL)
+	}
 	c.Claims.validate(&ps)
 
 	seen := make(map[string]int)

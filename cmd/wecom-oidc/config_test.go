@@ -205,6 +205,11 @@ func TestConfigDefaults(t *testing.T) {
 			RecheckGrace:    2 * time.Hour,
 		},
 		Claims: ClaimsConfig{Subject: "{userid}", EmailSources: []string{"biz_mail", "email"}},
+		Keys:   KeysConfig{Algorithm: "RS256", RotationPeriod: 720 * time.Hour, Retention: 24 * time.Hour},
+		HTTP: HTTPConfig{
+			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second,
+		},
 	}
 	for _, tc := range []struct {
 		name string
@@ -300,6 +305,9 @@ func TestConfigEnvKeys(t *testing.T) {
 		"WECOM_OIDC_CLAIMS__DEFAULT_GROUPS", "WECOM_OIDC_DEV__AUTO_LOGIN",
 		"WECOM_OIDC_WECOM__SECRET_ENV", "WECOM_OIDC_WECOM__TAGS",
 		"WECOM_OIDC_TOKENS__RECHECK_INTERVAL", "WECOM_OIDC_TOKENS__RECHECK_GRACE",
+		"WECOM_OIDC_KEYS__ALGORITHM", "WECOM_OIDC_KEYS__ROTATION_PERIOD", "WECOM_OIDC_KEYS__RETENTION",
+		"WECOM_OIDC_HTTP__READ_HEADER_TIMEOUT", "WECOM_OIDC_HTTP__READ_TIMEOUT",
+		"WECOM_OIDC_HTTP__WRITE_TIMEOUT", "WECOM_OIDC_HTTP__IDLE_TIMEOUT", "WECOM_OIDC_ADMIN__SOCKET",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("%s missing from %q", want, names)
@@ -312,8 +320,8 @@ func TestConfigEnvKeys(t *testing.T) {
 			}
 		}
 	}
-	if len(names) != 28 {
-		t.Errorf("got %d environment keys, want 28 (update this test when adding a key): %q", len(names), names)
+	if len(names) != 36 {
+		t.Errorf("got %d environment keys, want 36 (update this test when adding a key): %q", len(names), names)
 	}
 }
 

@@ -15,10 +15,18 @@ Usage:
   wecom-oidc serve [--config FILE]                  run the provider
   wecom-oidc dev [--config FILE] [--listen ADDR] [--data DIR]
                                                     provider + simulated WeCom + demo client, zero config
-  wecom-oidc client add|list|show|remove [--config FILE] ...
-                                                    manage relying parties (server stopped)
+  wecom-oidc client add|list|show|remove|rotate-secret [--config FILE] ...
+                                                    manage relying parties
+  wecom-oidc users list|show|disable|enable [--config FILE] [SUB]
+                                                    the people who have signed in
+  wecom-oidc keys list|rotate [--config FILE]       the signing keys
+  wecom-oidc backup --out FILE [--force] [--config FILE]
+                                                    a consistent copy of the database
   wecom-oidc config check [--config FILE]           validate the configuration, print every problem
   wecom-oidc version                                print the version
+
+client, users, keys and backup work while the server runs (through its admin socket, admin.socket,
+default beside the database) and when it is stopped (on the database directly).
 
 --config defaults to $WECOM_OIDC_CONFIG. Every configuration key can also be set in the
 environment: WECOM_OIDC_ + the upper-case path with __ between levels (WECOM_OIDC_WECOM__SECRET).
@@ -38,6 +46,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errUsage
 	}
 	cmd, rest := args[0], args[1:]
+	err := dispatch(ctx, cmd, rest, getenv, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // the flags' help was printed
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, cmd string, rest []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "serve":
 		return runServe(ctx, rest, getenv, stdout, stderr)
@@ -45,6 +61,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDev(ctx, rest, getenv, stdout, stderr)
 	case "client":
 		return runClient(ctx, rest, getenv, stdout, stderr)
+	case "users":
+		return runUsers(ctx, rest, getenv, stdout, stderr)
+	case "keys":
+		return runKeys(ctx, rest, getenv, stdout, stderr)
+	case "backup":
+		return runBackup(ctx, rest, getenv, stdout, stderr)
 	case "config":
 		return runConfig(rest, getenv, stdout, stderr)
 	case "version", "--version":
@@ -80,6 +102,30 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	return nil
+}
+
+// parseArgs parses flags that may come before, between or after the positional arguments
+// (`users show SUB --config FILE`) and returns the positional arguments; after "--" every argument
+// is positional. -h prints the flags and yields flag.ErrHelp, which run treats as success.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, flag.ErrHelp
+			}
+			return nil, errUsage
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
 }
 
 // runConfig: `config check`.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/wecom-oidc/wecom-oidc/provider"
 	"io"
 	"log/slog"
 	"net"
@@ -71,14 +72,26 @@ func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serv
 	if err := reconcileClients(ctx, store, cfg.Clients, time.Now()); err != nil {
 		return err
 	}
-	ups, err := newUpstreams(cfg, issuer, store, log)
+	keySet, err := openKeys(ctx, cfg, store, log)
 	if err != nil {
 		return err
 	}
-	p, err := newProvider(ctx, cfg, issuer, store, ups, log)
+	metrics := provider.NewMetrics(store)
+	ups, err := newUpstreams(cfg, issuer, store, metrics, log)
 	if err != nil {
 		return err
 	}
+	p, err := newProvider(cfg, issuer, store, keySet, ups, metrics, log)
+	if err != nil {
+		return err
+	}
+	// The CLI's way in while the server runs: a Unix socket (0600), never the network. It closes
+	// after the HTTP server and before the database.
+	stopAdmin, err := startServerAdmin(cfg, store, keySet, log)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 	var handler http.Handler = p
 	if extra != nil {
 		mux := http.NewServeMux()
@@ -93,9 +106,12 @@ func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serv
 	}
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	swept := sweep(sweepCtx, store, sweepEvery, log)
-	err = serveUntilDone(ctx, ln, handler, log)
+	rotated := make(chan struct{})
+	go func() { defer close(rotated); keySet.Run(sweepCtx) }() // scheduled key rotation
+	err = serveUntilDone(ctx, ln, handler, cfg.HTTP, log)
 	stopSweep()
 	<-swept
+	<-rotated
 	closeCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if cerr := p.Close(closeCtx); cerr != nil {
