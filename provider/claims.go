@@ -158,8 +158,29 @@ func (m *claimsMapper) user(up Upstream, id upstream.Identity, prev storage.User
 			break
 		}
 	}
-	if u.Email == "" && m.cfg.EmailFallback != "" {
-		u.Email = strings.NewReplacer("{userid}", id.UserID, "{corp_id}", id.CorpID).Replace(m.cfg.EmailFallback)
+	// WeCom discloses e-mail, mobile, avatar, address and gender only through the in-client
+	// consent door (apps created after 2022-06-20), so their absence after a desktop login or a
+	// re-check says nothing: what an earlier sign-in learned is kept. A fallback address is not
+	// kept but recomputed.
+	fallback := ""
+	if m.cfg.EmailFallback != "" {
+		fallback = strings.NewReplacer("{userid}", id.UserID, "{corp_id}", id.CorpID).Replace(m.cfg.EmailFallback)
+	}
+	if u.Email == "" && prev.Email != "" && prev.Email != fallback {
+		u.Email, u.EmailVerified = prev.Email, prev.EmailVerified
+	}
+	if u.Email == "" {
+		u.Email = fallback
+	}
+	for _, f := range []struct {
+		field *string
+		old   string
+	}{
+		{&u.Mobile, prev.Mobile}, {&u.Avatar, prev.Avatar}, {&u.Address, prev.Address}, {&u.Gender, prev.Gender},
+	} {
+		if *f.field == "" {
+			*f.field = f.old
+		}
 	}
 	for _, d := range id.Departments {
 		u.Departments = append(u.Departments, storage.Department{ID: d.ID, Name: d.Name, Path: d.Path})

@@ -167,3 +167,28 @@ func TestSubjectTemplatesAcrossCorps(t *testing.T) {
 		}
 	}
 }
+
+// TestUndisclosedFieldsAreKept: a desktop login (no consent door, no e-mail) after an in-client
+// login with consent keeps the address learned then; a fallback address never displaces it.
+func TestUndisclosedFieldsAreKept(t *testing.T) {
+	now := time.Now()
+	m, err := newClaimsMapper(ClaimsConfig{EmailFallback: "{userid}@fallback.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inClient := upstream.Identity{CorpID: "ww1", UserID: "zs", Email: "zs@corp.example", Mobile: "+86 1", Gender: "male"}
+	first, _ := m.user(Upstream{}, inClient, storage.User{}, now)
+	desktop := upstream.Identity{CorpID: "ww1", UserID: "zs", Name: "张三"}
+	second, _ := m.user(Upstream{}, desktop, first, now)
+	if second.Email != "zs@corp.example" || second.Mobile != "+86 1" || second.Gender != "male" || second.Name != "张三" {
+		t.Fatalf("after a desktop login: %+v", second)
+	}
+	never, _ := m.user(Upstream{}, desktop, storage.User{}, now)
+	if never.Email != "zs@fallback.example" || never.EmailVerified {
+		t.Fatalf("without an earlier address the fallback applies, unverified: %+v", never)
+	}
+	again, _ := m.user(Upstream{}, desktop, never, now)
+	if again.Email != "zs@fallback.example" {
+		t.Fatalf("fallback recomputed: %+v", again)
+	}
+}

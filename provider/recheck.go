@@ -66,25 +66,10 @@ func (p *Provider) recheck(ctx context.Context, up Upstream, rc upstream.Recheck
 		if err != nil {
 			return err
 		}
-		// Fields the re-check cannot see (user/get has no sensitive fields for newer apps) are kept.
-		keepIfEmpty(&fresh.Email, cur.Email)
-		keepIfEmpty(&fresh.Mobile, cur.Mobile)
-		keepIfEmpty(&fresh.Avatar, cur.Avatar)
-		keepIfEmpty(&fresh.Address, cur.Address)
-		keepIfEmpty(&fresh.Gender, cur.Gender)
-		if fresh.Email == cur.Email {
-			fresh.EmailVerified = cur.EmailVerified
-		}
 		*cur = fresh
 		return nil
 	})
 	return err
-}
-
-func keepIfEmpty(field *string, old string) {
-	if *field == "" {
-		*field = old
-	}
 }
 
 // recheckGroup runs one re-check per person at a time; concurrent callers share its result.
