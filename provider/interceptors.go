@@ -43,6 +43,12 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 		// The paths are read per request: interceptors are built inside op.NewProvider, before
 		// p.op is set.
 		authorizePath := p.op.AuthorizationEndpoint().Relative()
+		if p.authenticatesClients(r.URL.Path) {
+			p.limitAuthFailures(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				p.clientEndpoint(w, r, next)
+			}))
+			return
+		}
 		switch path := r.URL.Path; {
 		case strings.HasSuffix(path, oidc.DiscoveryEndpoint):
 			op.Discover(w, p.discovery(r.Context()))
@@ -64,32 +70,8 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 			if h := r.FormValue("idp_hint"); h != "" {
 				r = r.WithContext(context.WithValue(r.Context(), idpHintCtxKey{}, h))
 			}
-		case strings.HasSuffix(path, p.op.TokenEndpoint().Relative()),
-			strings.HasSuffix(path, p.op.RevocationEndpoint().Relative()):
-			if desc := p.checkClientAssertion(r); desc != "" {
-				writeOAuthError(w, http.StatusUnauthorized, "invalid_client", desc, "")
-				return
-			}
-			// RFC 6749 §5.1: responses carrying tokens must not be cached.
-			w.Header().Set("Cache-Control", "no-store")
-			w.Header().Set("Pragma", "no-cache")
 		case strings.HasSuffix(path, p.op.UserinfoEndpoint().Relative()):
 			w = &errorRewriter{ResponseWriter: w, rewrite: userinfoError(r)}
-		case strings.HasSuffix(path, p.op.IntrospectionEndpoint().Relative()):
-			if desc := p.checkClientAssertion(r); desc != "" {
-				writeOAuthError(w, http.StatusUnauthorized, "invalid_client", desc, "")
-				return
-			}
-			if err := postCredentialsToBasic(r); err != nil {
-				writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the request body does not parse", "")
-				return
-			}
-			w = &errorRewriter{ResponseWriter: w, rewrite: func(status int) (int, string, string, string, bool) {
-				if status != http.StatusUnauthorized {
-					return 0, "", "", "", false
-				}
-				return http.StatusUnauthorized, "invalid_client", "client authentication failed", `Basic realm="wecom-oidc"`, true
-			}}
 		case strings.HasSuffix(path, p.op.EndSessionEndpoint().Relative()):
 			if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
 				r = r.WithContext(context.WithValue(r.Context(), sessionCtxKey{}, storage.HashSecret(c.Value)))
@@ -98,6 +80,40 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// authenticatesClients reports whether path is an endpoint where clients authenticate.
+func (p *Provider) authenticatesClients(path string) bool {
+	return strings.HasSuffix(path, p.op.TokenEndpoint().Relative()) ||
+		strings.HasSuffix(path, p.op.RevocationEndpoint().Relative()) ||
+		strings.HasSuffix(path, p.op.IntrospectionEndpoint().Relative())
+}
+
+// clientEndpoint prepares a token, revocation or introspection request for the library: client
+// assertions checked first (a bad one is invalid_client before any code is spent), token
+// responses marked no-store, and introspection given client_secret_post and OAuth JSON errors.
+func (p *Provider) clientEndpoint(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if desc := p.checkClientAssertion(r); desc != "" {
+		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", desc, "")
+		return
+	}
+	if !strings.HasSuffix(r.URL.Path, p.op.IntrospectionEndpoint().Relative()) {
+		// RFC 6749 §5.1: responses carrying tokens must not be cached.
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache")
+		next.ServeHTTP(w, r)
+		return
+	}
+	if err := postCredentialsToBasic(r); err != nil {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the request body does not parse", "")
+		return
+	}
+	next.ServeHTTP(&errorRewriter{ResponseWriter: w, rewrite: func(status int) (int, string, string, string, bool) {
+		if status != http.StatusUnauthorized {
+			return 0, "", "", "", false
+		}
+		return http.StatusUnauthorized, "invalid_client", "client authentication failed", `Basic realm="wecom-oidc"`, true
+	}}, r)
 }
 
 // expireOnRedirect adds an expiring Set-Cookie to a redirect response: end_session redirects only

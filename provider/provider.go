@@ -99,11 +99,12 @@ type Provider struct {
 	secure  bool // issuer is https: cookies get the Secure attribute
 	handler http.Handler
 
-	httpClient *http.Client
-	metrics    *Metrics
-	rechecks   recheckGroup
-	clientKeys jwksCache
-	assertions jtiCache
+	httpClient   *http.Client
+	metrics      *Metrics
+	rechecks     recheckGroup
+	clientKeys   jwksCache
+	assertions   jtiCache
+	authFailures failureLimiter
 	// bg is the context of background work (back-channel deliveries); Close cancels it.
 	bg         context.Context
 	stopBG     context.CancelFunc
@@ -168,6 +169,7 @@ func New(cfg Config) (*Provider, error) {
 		metrics:    cfg.Metrics,
 	}
 	p.bg, p.stopBG = context.WithCancel(context.Background())
+	p.authFailures.now = cfg.Now
 	opStore := &opStorage{p: p}
 	p.op, err = op.NewProvider(&op.Config{
 		CryptoKey:                cfg.Keys.CryptoKey(),

@@ -1,0 +1,145 @@
+package provider
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Failed client authentication is limited so a client secret cannot be guessed online: after
+// authFailureLimit failures within authFailureWindow, for one client id or from one address,
+// every further attempt for that client or from that address is refused with 429 until the
+// window ends — the right secret included, or the limit would tell the attacker when they
+// guessed it. Successes do not count.
+const (
+	authFailureLimit  = 10
+	authFailureWindow = time.Minute
+	// authFailureKeys bounds the limiter's memory; past it, expired entries are dropped, and if
+	// none are, the table is cleared (the per-address limit still holds after a flood of ids).
+	authFailureKeys = 100_000
+)
+
+type failureLimiter struct {
+	mu      sync.Mutex
+	windows map[string]*failureWindow
+	now     func() time.Time
+}
+
+type failureWindow struct {
+	start time.Time
+	count int
+}
+
+// blocked reports whether key is over the limit, and until when.
+func (l *failureLimiter) blocked(key string) (bool, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w, ok := l.windows[key]
+	if !ok {
+		return false, time.Time{}
+	}
+	end := w.start.Add(authFailureWindow)
+	if !l.now().Before(end) {
+		delete(l.windows, key)
+		return false, time.Time{}
+	}
+	return w.count >= authFailureLimit, end
+}
+
+// fail counts one failed authentication for key.
+func (l *failureLimiter) fail(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if l.windows == nil {
+		l.windows = make(map[string]*failureWindow)
+	}
+	w, ok := l.windows[key]
+	if !ok || !now.Before(w.start.Add(authFailureWindow)) {
+		if len(l.windows) >= authFailureKeys {
+			l.prune(now)
+		}
+		w = &failureWindow{start: now}
+		l.windows[key] = w
+	}
+	w.count++
+}
+
+func (l *failureLimiter) prune(now time.Time) {
+	for k, w := range l.windows {
+		if !now.Before(w.start.Add(authFailureWindow)) {
+			delete(l.windows, k)
+		}
+	}
+	if len(l.windows) >= authFailureKeys {
+		clear(l.windows)
+	}
+}
+
+// clientKeys names what a token, introspection or revocation request authenticates as: its
+// client id (from Basic credentials, the form, or a client assertion's issuer is not read here —
+// private_key_jwt failures are counted by address) and its remote address.
+func clientKeys(r *http.Request) (client, addr string) {
+	if id, _, ok := r.BasicAuth(); ok {
+		client = id
+	} else if r.Method == http.MethodPost && r.ParseForm() == nil {
+		client = r.PostForm.Get("client_id")
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if client != "" {
+		client = "client:" + client
+	}
+	return client, "addr:" + host
+}
+
+// limitAuthFailures wraps a client-authenticating endpoint: refuses blocked clients and
+// addresses, and counts a 401 answer (failed client authentication) against both.
+func (p *Provider) limitAuthFailures(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	client, addr := clientKeys(r)
+	for _, key := range []string{client, addr} {
+		if key == "" {
+			continue
+		}
+		if blocked, until := p.authFailures.blocked(key); blocked {
+			secs := int(time.Until(until).Seconds()) + 1
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			p.log.WarnContext(r.Context(), "client authentication rate-limited", "key", strings.SplitN(key, ":", 2)[0])
+			writeOAuthError(w, http.StatusTooManyRequests, "invalid_client", "too many failed client authentications; retry later", "")
+			return
+		}
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	next.ServeHTTP(sw, r)
+	if sw.status == http.StatusUnauthorized {
+		if client != "" {
+			p.authFailures.fail(client)
+		}
+		p.authFailures.fail(addr)
+	}
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
