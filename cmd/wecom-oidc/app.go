@@ -222,3 +222,29 @@ func serveUntilDone(ctx context.Context, ln net.Listener, handler http.Handler, 
 	}
 	return nil
 }
+
+// limitConcurrency sheds load: at most max requests are served at once, and a request beyond
+// that gets 503 with Retry-After at once instead of queueing without bound (which would only
+// grow memory and latency until everything times out). Probes and metrics bypass the limit so
+// an overloaded instance can still be observed.
+func limitConcurrency(next http.Handler, max int) http.Handler {
+	slots := make(chan struct{}, max)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/readyz", "/metrics":
+			next.ServeHTTP(w, r)
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+			next.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("overloaded: too many requests at once; retry shortly\n"))
+		}
+	})
+}

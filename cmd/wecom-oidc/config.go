@@ -67,6 +67,8 @@ type HTTPConfig struct {
 	ReadTimeout       time.Duration `koanf:"read_timeout"`        // default 30s
 	WriteTimeout      time.Duration `koanf:"write_timeout"`       // default 30s
 	IdleTimeout       time.Duration `koanf:"idle_timeout"`        // default 120s
+	// MaxConcurrentRequests sheds load: requests beyond it get 503 at once. Default 512.
+	MaxConcurrentRequests int `koanf:"max_concurrent_requests"`
 }
 
 // AdminConfig is the management endpoint the CLI uses while the server runs.
@@ -265,30 +267,31 @@ var groupShapes = []string{provider.GroupsNames, provider.GroupsIDs, provider.Gr
 // defaultValues is the lowest configuration layer. Keys are flat, "." between levels.
 func defaultValues() map[string]any {
 	return map[string]any{
-		"listen":                   "127.0.0.1:8080",
-		"log.level":                "info",
-		"log.format":               "text",
-		"storage.path":             "./data/wecom-oidc.db",
-		"wecom.scope":              "snsapi_privateinfo",
-		"wecom.api_base_url":       "https://qyapi.weixin.qq.com",
-		"wecom.oauth_base_url":     "https://open.weixin.qq.com",
-		"wecom.login_base_url":     "https://login.work.weixin.qq.com",
-		"wecom.timeout":            10 * time.Second,
-		"tokens.access_token_ttl":  time.Hour,
-		"tokens.id_token_ttl":      time.Hour,
-		"tokens.refresh_token_ttl": 720 * time.Hour,
-		"tokens.session_ttl":       12 * time.Hour,
-		"tokens.recheck_interval":  10 * time.Minute,
-		"tokens.recheck_grace":     2 * time.Hour,
-		"keys.algorithm":           "RS256",
-		"keys.rotation_period":     720 * time.Hour,
-		"keys.retention":           24 * time.Hour,
-		"http.read_header_timeout": 10 * time.Second,
-		"http.read_timeout":        30 * time.Second,
-		"http.write_timeout":       30 * time.Second,
-		"http.idle_timeout":        120 * time.Second,
-		"claims.subject":           "{userid}",
-		"claims.email_sources":     []string{"biz_mail", "email"},
+		"listen":                       "127.0.0.1:8080",
+		"log.level":                    "info",
+		"log.format":                   "text",
+		"storage.path":                 "./data/wecom-oidc.db",
+		"wecom.scope":                  "snsapi_privateinfo",
+		"wecom.api_base_url":           "https://qyapi.weixin.qq.com",
+		"wecom.oauth_base_url":         "https://open.weixin.qq.com",
+		"wecom.login_base_url":         "https://login.work.weixin.qq.com",
+		"wecom.timeout":                10 * time.Second,
+		"tokens.access_token_ttl":      time.Hour,
+		"tokens.id_token_ttl":          time.Hour,
+		"tokens.refresh_token_ttl":     720 * time.Hour,
+		"tokens.session_ttl":           12 * time.Hour,
+		"tokens.recheck_interval":      10 * time.Minute,
+		"tokens.recheck_grace":         2 * time.Hour,
+		"keys.algorithm":               "RS256",
+		"keys.rotation_period":         720 * time.Hour,
+		"keys.retention":               24 * time.Hour,
+		"http.read_header_timeout":     10 * time.Second,
+		"http.read_timeout":            30 * time.Second,
+		"http.write_timeout":           30 * time.Second,
+		"http.idle_timeout":            120 * time.Second,
+		"http.max_concurrent_requests": 512,
+		"claims.subject":               "{userid}",
+		"claims.email_sources":         []string{"biz_mail", "email"},
 	}
 }
 
@@ -694,6 +697,9 @@ func (c *Config) Validate(mode Mode) error {
 		if d.v <= 0 {
 			ps.add(d.key, "must be > 0")
 		}
+	}
+	if c.HTTP.MaxConcurrentRequests < 1 {
+		ps.add("http.max_concurrent_requests", "must be ≥ 1")
 	}
 	if c.Keys.Retention > 0 && c.Keys.Retention < c.Tokens.IDTokenTTL {
 		ps.add("keys.retention", "must be ≥ tokens.id_token_ttl (%s): tokens must verify until they expire", c.Tokens.IDTokenTTL)

@@ -208,7 +208,7 @@ func TestConfigDefaults(t *testing.T) {
 		Keys:   KeysConfig{Algorithm: "RS256", RotationPeriod: 720 * time.Hour, Retention: 24 * time.Hour},
 		HTTP: HTTPConfig{
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxConcurrentRequests: 512,
 		},
 	}
 	for _, tc := range []struct {
@@ -308,6 +308,7 @@ func TestConfigEnvKeys(t *testing.T) {
 		"WECOM_OIDC_KEYS__ALGORITHM", "WECOM_OIDC_KEYS__ROTATION_PERIOD", "WECOM_OIDC_KEYS__RETENTION",
 		"WECOM_OIDC_HTTP__READ_HEADER_TIMEOUT", "WECOM_OIDC_HTTP__READ_TIMEOUT",
 		"WECOM_OIDC_HTTP__WRITE_TIMEOUT", "WECOM_OIDC_HTTP__IDLE_TIMEOUT", "WECOM_OIDC_ADMIN__SOCKET",
+		"WECOM_OIDC_HTTP__MAX_CONCURRENT_REQUESTS",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("%s missing from %q", want, names)
@@ -320,8 +321,8 @@ func TestConfigEnvKeys(t *testing.T) {
 			}
 		}
 	}
-	if len(names) != 36 {
-		t.Errorf("got %d environment keys, want 36 (update this test when adding a key): %q", len(names), names)
+	if len(names) != 37 {
+		t.Errorf("got %d environment keys, want 37 (update this test when adding a key): %q", len(names), names)
 	}
 }
 

@@ -99,6 +99,7 @@ func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serv
 		mux.Handle("/", p)
 		handler = mux
 	}
+	handler = limitConcurrency(handler, cfg.HTTP.MaxConcurrentRequests)
 
 	log.Info("serving", "issuer", issuer, "listen", ln.Addr().String(), "database", cfg.Storage.Path, "version", version)
 	if opts.ready != nil {
