@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## Build bin/wecom-oidc
@@ -25,6 +25,11 @@ test: ## Run every test, with the race detector
 .PHONY: interop
 interop: build ## Test against openid-client, an OpenID-certified relying party (needs Node 20+, npm)
 	cd interop/openid-client && npm ci --no-audit --no-fund --prefer-offline && node --test
+
+.PHONY: e2e
+e2e: build browser ## Drive Chromium through a PKCE single-page app and the dev demo (Node 20+, npm); pictures in e2e/screenshots
+	cd e2e && npm ci --no-audit --no-fund --prefer-offline && \
+		timeout -k 10 600 node --test --test-concurrency=1 --test-timeout=60000 tests/*.test.mjs
 
 .PHONY: screenshots
 screenshots: browser ## Render the chooser and error pages in Chromium (zh, en) into ./screenshots
