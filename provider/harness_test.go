@@ -75,6 +75,10 @@ type harnessOptions struct {
 	keyAlgorithm string
 	// keys receives the provider's key set, for rotation tests.
 	keys **keys.Set
+	// provider receives the provider, to serve it from a test's own http.Server.
+	provider **provider.Provider
+	// upstreamNames, when set, are the upstreams' Name and NameEN (shown on the chooser), in order.
+	upstreamNames [][2]string
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -139,8 +143,12 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 			t.Fatal(err)
 		}
 		h.sims = append(h.sims, sim)
+		name, nameEN := fmt.Sprintf("模拟企业 %c", 'A'+i), fmt.Sprintf("Sim corp %c", 'A'+i)
+		if i < len(opts.upstreamNames) {
+			name, nameEN = opts.upstreamNames[i][0], opts.upstreamNames[i][1]
+		}
 		upstreams = append(upstreams, provider.Upstream{
-			ID: ids[i], Name: fmt.Sprintf("模拟企业 %c", 'A'+i), NameEN: fmt.Sprintf("Sim corp %c", 'A'+i),
+			ID: ids[i], Name: name, NameEN: nameEN,
 			CorpID: seed.CorpID, Connector: conn, SubjectTemplate: opts.subject,
 		})
 	}
@@ -170,6 +178,9 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	handler = p
+	if opts.provider != nil {
+		*opts.provider = p
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

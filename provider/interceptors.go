@@ -54,6 +54,8 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 			op.Discover(w, p.discovery(r.Context()))
 			return
 		case strings.HasSuffix(path, strings.TrimSuffix(authorizePath, "/")+"/callback"):
+			// The library may answer with its form_post page, whose only script is its onload.
+			setPageHeaders(w.Header(), formPostScriptHash)
 			ar, err := p.store.GetAuthRequest(r.Context(), r.URL.Query().Get("id"))
 			if err != nil {
 				p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "authorize callback: unknown auth request", err)
@@ -64,6 +66,12 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 				return
 			}
 		case strings.HasSuffix(path, authorizePath):
+			setPageHeaders(w.Header(), "")
+			if msg := p.checkAuthorizeRequest(r); msg != "" {
+				p.log.WarnContext(r.Context(), "authorize: refused before the library", "reason", msg)
+				p.renderPage(w, pickLang(nil, r.Header.Get("Accept-Language")), http.StatusBadRequest, msgBadRequest)
+				return
+			}
 			if r.FormValue("request_uri") != "" {
 				r = r.WithContext(context.WithValue(r.Context(), requestURICtxKey{}, true))
 			}
@@ -71,6 +79,7 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 				r = r.WithContext(context.WithValue(r.Context(), idpHintCtxKey{}, h))
 			}
 		case strings.HasSuffix(path, p.op.UserinfoEndpoint().Relative()):
+			w.Header().Set("Cache-Control", "no-store")
 			w = &errorRewriter{ResponseWriter: w, rewrite: userinfoError(r)}
 		case strings.HasSuffix(path, p.op.EndSessionEndpoint().Relative()):
 			if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
@@ -80,6 +89,93 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// formPostScriptHash allows the one inline handler of the OP library's form_post page
+// (`javascript:document.forms[0].submit()` in body onload).
+const formPostScriptHash = "'sha256-FRuPMoCm2v334i+3oP3jLBT4RnmwV1pycDQaxVXK4MY='"
+
+// setPageHeaders sets the headers of an HTML page we or the library render; scriptHash, when set,
+// is the only script the page may run.
+func setPageHeaders(h http.Header, scriptHash string) {
+	csp := "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+	if scriptHash != "" {
+		csp += "; script-src 'unsafe-hashes' " + scriptHash
+	}
+	h.Set("Content-Security-Policy", csp)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+}
+
+// Limits on what an unauthenticated /authorize request may make the provider store (it lives ten
+// minutes in the database).
+const (
+	maxAuthorizeParam = 2048 // state, nonce, login_hint, code_challenge, …
+	maxAuthorizeTotal = 16 << 10
+)
+
+// checkAuthorizeRequest refuses, before the library sees it, what the library would accept but
+// must not be: parameters too large to store, and a redirect_uri that is not registered byte for
+// byte — the library percent-decodes redirect_uri once more before comparing and matches native
+// loopback URIs on path and query only, while RFC 9700 §2.1 wants exact matching with only the
+// port of a loopback URI free. An unknown client or missing redirect_uri is left to the library.
+func (p *Provider) checkAuthorizeRequest(r *http.Request) string {
+	if err := r.ParseForm(); err != nil {
+		return "the request does not parse"
+	}
+	total := 0
+	for k, vs := range r.Form {
+		for _, v := range vs {
+			if len(v) > maxAuthorizeParam {
+				return "parameter " + k + " is too long"
+			}
+			total += len(k) + len(v)
+		}
+	}
+	if total > maxAuthorizeTotal {
+		return "the request is too large"
+	}
+	redirect := r.Form.Get("redirect_uri")
+	if redirect == "" {
+		return ""
+	}
+	c, err := p.store.GetClient(r.Context(), r.Form.Get("client_id"))
+	if err != nil {
+		return ""
+	}
+	if !redirectRegistered(c, redirect) {
+		return "redirect_uri is not registered for this client"
+	}
+	return ""
+}
+
+// redirectRegistered: the URI is registered byte for byte, or — for a public client — it equals
+// a registered http loopback URI but for the port (RFC 8252 §7.3).
+func redirectRegistered(c storage.Client, raw string) bool {
+	for _, reg := range c.RedirectURIs {
+		if raw == reg {
+			return true
+		}
+	}
+	if !c.Public {
+		return false
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.User != nil || u.Fragment != "" || strings.Contains(raw, "#") {
+		return false
+	}
+	for _, reg := range c.RedirectURIs {
+		ru, err := url.Parse(reg)
+		if err != nil || ru.Scheme != "http" || !isLoopback(ru.Hostname()) || ru.Hostname() != u.Hostname() {
+			continue
+		}
+		ru.Host = u.Host // the port, and only the port, may differ
+		if ru.String() == raw {
+			return true
+		}
+	}
+	return false
 }
 
 // authenticatesClients reports whether path is an endpoint where clients authenticate.
@@ -96,6 +192,15 @@ func (p *Provider) clientEndpoint(w http.ResponseWriter, r *http.Request, next h
 	if desc := p.checkClientAssertion(r); desc != "" {
 		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", desc, "")
 		return
+	}
+	if strings.HasSuffix(r.URL.Path, p.op.TokenEndpoint().Relative()) && r.ParseForm() == nil {
+		// The library always enables the JWT-bearer grant; only what discovery lists is offered.
+		switch g := r.PostForm.Get("grant_type"); g {
+		case string(oidc.GrantTypeCode), string(oidc.GrantTypeRefreshToken), "":
+		default:
+			writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "this provider offers authorization_code and refresh_token", "")
+			return
+		}
 	}
 	if !strings.HasSuffix(r.URL.Path, p.op.IntrospectionEndpoint().Relative()) {
 		// RFC 6749 §5.1: responses carrying tokens must not be cached.

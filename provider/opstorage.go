@@ -268,7 +268,9 @@ func (s *opStorage) RevokeToken(ctx context.Context, tokenOrID, userID, clientID
 			return nil
 		}
 		if at.ClientID != clientID {
-			return oidc.ErrInvalidClient().WithDescription("the token was not issued to this client")
+			// unauthorized_client, not invalid_client: the caller did authenticate, and a 401
+			// here would count against it as a failed authentication.
+			return oidc.ErrUnauthorizedClient().WithDescription("the token was not issued to this client")
 		}
 		if err := s.p.store.RevokeAccessToken(ctx, tokenOrID); err != nil {
 			return oidc.ErrServerError().WithParent(err)
@@ -295,6 +297,10 @@ func (s *opStorage) KeySet(context.Context) ([]op.Key, error) {
 
 func (s *opStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
 	c, err := s.p.store.GetClient(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		// Not the raw storage error: the library would answer 500 with its text.
+		return nil, oidc.ErrInvalidClient().WithDescription("unknown client")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -399,7 +405,7 @@ func (s *opStorage) GetPrivateClaimsFromScopes(context.Context, string, string, 
 }
 
 func (s *opStorage) ValidateJWTProfileScopes(context.Context, string, []string) ([]string, error) {
-	return nil, errors.New("provider: the JWT profile grant is not supported")
+	return nil, oidc.ErrUnsupportedGrantType().WithDescription("the JWT profile grant is not offered")
 }
 
 func (s *opStorage) Health(ctx context.Context) error { return s.p.store.Health(ctx) }

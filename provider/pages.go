@@ -76,6 +76,13 @@ var (
 			"en": "This sign-in service serves several WeCom organisations. Choose yours:",
 		},
 	}
+	msgBadRequest = message{
+		Title: map[string]string{"zh": "无效的登录请求", "en": "Invalid sign-in request"},
+		Body: map[string]string{
+			"zh": "应用发来的登录请求无效（例如回调地址未登记，或参数过长）。请联系应用的管理员。",
+			"en": "The application sent an invalid sign-in request (for example an unregistered redirect URI, or parameters that are too long). Contact the application's administrator.",
+		},
+	}
 	msgRetry     = message{Title: map[string]string{"zh": "重试", "en": "Try again"}}
 	msgReturn    = message{Title: map[string]string{"zh": "返回应用", "en": "Back to the application"}}
 	msgLoggedOut = message{
@@ -113,9 +120,7 @@ type link struct {
 func (p *Provider) renderPage(w http.ResponseWriter, lang string, status int, msg message, links ...link) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	setPageHeaders(h, "")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	type shownLink struct{ ID, Href, Text string }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -61,6 +62,10 @@ type Config struct {
 	IDTokenTTL      time.Duration // default 1h
 	RefreshTokenTTL time.Duration // default 30 days
 	SessionTTL      time.Duration // SSO session, default 12h
+
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names the client's address (for
+	// the client-authentication rate limit). nil: 127.0.0.1 and ::1 (a proxy on the same host).
+	TrustedProxies []netip.Prefix
 
 	// Metrics records the provider's metrics and serves /metrics; nil: a fresh set. Pass the same
 	// value to the WeCom connectors as their Observer.
@@ -149,6 +154,9 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(cfg.Store)
 	}
+	if cfg.TrustedProxies == nil {
+		cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}
+	}
 	claims, err := newClaimsMapper(cfg.Claims)
 	if err != nil {
 		return nil, err
@@ -219,7 +227,7 @@ func (p *Provider) opOptions(issuer *url.URL) []op.Option {
 // routes is the whole HTTP surface: our pages first, the OP library's endpoints last.
 func (p *Provider) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, p.logRequests, middleware.Recoverer)
+	r.Use(middleware.RequestID, p.logRequests, middleware.Recoverer, limitBody)
 	r.Get("/healthz", p.healthz)
 	r.Get("/readyz", p.readyz)
 	r.Method(http.MethodGet, "/metrics", p.metrics.Handler())
@@ -316,6 +324,21 @@ func (p *Provider) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{"status": word, "checks": checks})
+}
+
+// maxBody bounds a request body: the largest legitimate one (a token request with a client
+// assertion, an authorization POST) is a few KiB. Go would otherwise parse forms up to 10 MB.
+const maxBody = 64 << 10
+
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxBody {
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // securityHeaders is applied to the pages we render.

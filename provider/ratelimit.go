@@ -3,6 +3,7 @@ package provider
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,21 +80,22 @@ func (l *failureLimiter) prune(now time.Time) {
 	}
 }
 
-// clientKeys names what a token, introspection or revocation request authenticates as: its
+// authKeys names what a token, introspection or revocation request authenticates as: its
 // client id (from Basic credentials, the form, or a client assertion's issuer is not read here —
 // private_key_jwt failures are counted by address) and its remote address.
-func clientKeys(r *http.Request) (client, addr string) {
+func (p *Provider) authKeys(r *http.Request) (client, addr string) {
 	if id, _, ok := r.BasicAuth(); ok {
 		client = id
 	} else if r.Method == http.MethodPost && r.ParseForm() == nil {
 		client = r.PostForm.Get("client_id")
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if client != "" {
+	host := p.remoteAddr(r)
+	// Client ids are at most 64 characters; a longer one is no client, and keying on it would let
+	// an attacker park megabytes in the limiter. Its failures count against the address only.
+	if client != "" && len(client) <= 64 {
 		client = "client:" + client
+	} else {
+		client = ""
 	}
 	return client, "addr:" + host
 }
@@ -101,7 +103,7 @@ func clientKeys(r *http.Request) (client, addr string) {
 // limitAuthFailures wraps a client-authenticating endpoint: refuses blocked clients and
 // addresses, and counts a 401 answer (failed client authentication) against both.
 func (p *Provider) limitAuthFailures(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	client, addr := clientKeys(r)
+	client, addr := p.authKeys(r)
 	for _, key := range []string{client, addr} {
 		if key == "" {
 			continue
@@ -142,4 +144,40 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 		s.status = http.StatusOK
 	}
 	return s.ResponseWriter.Write(b)
+}
+
+// remoteAddr is the address a request came from: the connection's peer, or — when the peer is a
+// trusted reverse proxy — the last address in X-Forwarded-For that is not itself a trusted proxy.
+// Behind a proxy every connection comes from the proxy, and one attacker's failures would
+// otherwise lock out everyone.
+func (p *Provider) remoteAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil || !p.trustedProxy(peer) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // a malformed hop: stop at what can be trusted
+		}
+		if !p.trustedProxy(a) {
+			return a.String()
+		}
+	}
+	return host
+}
+
+func (p *Provider) trustedProxy(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, pre := range p.cfg.TrustedProxies {
+		if pre.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
