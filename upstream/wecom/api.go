@@ -3,6 +3,7 @@ package wecom
 import (
 	"context"
 	"fmt"
+	"github.com/wecom-oidc/wecom-oidc/upstream"
 	"log/slog"
 	"net/url"
 	"strconv"
@@ -190,7 +191,7 @@ func (c *Connector) fetchDepartment(ctx context.Context, id int64) (Department, 
 		return Department{}, err
 	}
 	if r.Department.ID != 0 && r.Department.ID != id {
-		return Department{}, fmt.Errorf("wecom: department/get: asked for %d, got %d", id, r.Department.ID)
+		return Department{}, fmt.Errorf("wecom: department/get: asked for %d, got %d: %w", id, r.Department.ID, upstream.ErrUnavailable)
 	}
 	r.Department.ID = id
 	return r.Department, nil

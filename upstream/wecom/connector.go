@@ -144,7 +144,17 @@ func (c *Connector) HandleCallback(ctx context.Context, r *http.Request) (upstre
 	return id, classify(err)
 }
 
+// WeCom's part of one login is bounded as a whole, not only call by call: the mandatory calls
+// (gettoken when due, auth/getuserinfo, user/get) and the optional lookups together may take
+// loginBudget timeouts, and the optional lookups (getuserdetail, department names and paths,
+// tags) share one timeout between them — they degrade instead of failing, so a slow WeCom costs
+// the person one timeout of waiting for them, not one per lookup. With the default 10 s timeout a
+// login ends within 20 s, inside the HTTP server's 30 s write timeout.
+const loginBudget = 2
+
 func (c *Connector) handleCallback(ctx context.Context, r *http.Request) (upstream.Identity, error) {
+	ctx, cancel := context.WithTimeout(ctx, loginBudget*c.cfg.Timeout)
+	defer cancel()
 	q := r.URL.Query()
 	code := firstNonEmpty(q.Get("code"), q.Get("auth_code"))
 	if code == "" {
@@ -173,24 +183,32 @@ func (c *Connector) handleCallback(ctx context.Context, r *http.Request) (upstre
 	}
 	log := c.log.With(slog.String("userid", info.UserID), slog.String("method", method))
 
-	var detail UserDetail
-	if info.UserTicket != "" {
-		d, err := c.GetUserDetail(ctx, info.UserTicket)
-		switch {
-		case err != nil:
-			log.WarnContext(ctx, "wecom: reading the member's sensitive fields failed; continuing without them", slog.Any("error", err))
-		case d.UserID != "" && !strings.EqualFold(d.UserID, info.UserID):
-			log.WarnContext(ctx, "wecom: auth/getuserdetail answered for another userid; ignoring it", slog.String("detail_userid", d.UserID))
-		default:
-			detail = d
+	// The optional lookups share one timeout; getuserdetail runs while user/get does.
+	optional, cancelOptional := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancelOptional()
+	details := make(chan UserDetail, 1)
+	go func() {
+		var detail UserDetail
+		if info.UserTicket != "" {
+			d, err := c.GetUserDetail(optional, info.UserTicket)
+			switch {
+			case err != nil:
+				log.WarnContext(ctx, "wecom: reading the member's sensitive fields failed; continuing without them", slog.Any("error", err))
+			case d.UserID != "" && !strings.EqualFold(d.UserID, info.UserID):
+				log.WarnContext(ctx, "wecom: auth/getuserdetail answered for another userid; ignoring it", slog.String("detail_userid", d.UserID))
+			default:
+				detail = d
+			}
 		}
-	}
+		details <- detail
+	}()
 
 	user, err := c.member(ctx, info.UserID)
+	detail := <-details // buffered: the lookup never outlives the login
 	if err != nil {
 		return upstream.Identity{}, err
 	}
-	id := c.identity(ctx, log, info.UserID, user, detail)
+	id := c.identity(optional, log, info.UserID, user, detail)
 	id.Method = method
 	log.DebugContext(ctx, "wecom: login", slog.Bool("user_ticket", info.UserTicket != ""))
 	return id, nil
