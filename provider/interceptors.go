@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -333,6 +334,9 @@ func (p *Provider) discovery(ctx context.Context) *oidc.DiscoveryConfiguration {
 // corsAllowed decides CORS (RFC 9700 §2.6): only for the endpoints a browser app calls across
 // origins, never the authorization endpoint, and only for origins of registered redirect URIs.
 func (p *Provider) corsAllowed(r *http.Request, origin string) (bool, []string) {
+	if origin == "" {
+		return false, nil
+	}
 	path := r.URL.Path
 	allowedPath := false
 	for _, e := range []string{
@@ -351,19 +355,40 @@ func (p *Provider) corsAllowed(r *http.Request, origin string) (bool, []string) 
 	if !allowedPath {
 		return false, nil
 	}
-	clients, err := p.store.ListClients(r.Context())
-	if err != nil {
-		p.log.WarnContext(r.Context(), "CORS: list clients", "error", err)
-		return false, nil
-	}
-	for _, c := range clients {
-		for _, uri := range c.RedirectURIs {
-			if originOf(uri) == origin {
-				return true, nil
+	return p.origins.allowed(r.Context(), p, origin), nil
+}
+
+// originCache holds the origins of every registered redirect URI for a few seconds, so CORS does
+// not read every client on each cross-origin request; a client registered meanwhile is allowed
+// within originCacheTTL.
+type originCache struct {
+	mu      sync.Mutex
+	origins map[string]bool
+	until   time.Time
+}
+
+const originCacheTTL = 5 * time.Second
+
+func (c *originCache) allowed(ctx context.Context, p *Provider, origin string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now(); c.origins == nil || !now.Before(c.until) {
+		clients, err := p.store.ListClients(ctx)
+		if err != nil {
+			p.log.WarnContext(ctx, "CORS: list clients", "error", err)
+			return false
+		}
+		c.origins = make(map[string]bool)
+		for _, cl := range clients {
+			for _, uri := range cl.RedirectURIs {
+				if o := originOf(uri); o != "" {
+					c.origins[o] = true
+				}
 			}
 		}
+		c.until = now.Add(originCacheTTL)
 	}
-	return false, nil
+	return c.origins[origin]
 }
 
 // originOf returns scheme://host[:port] of an absolute URL, or "".

@@ -110,6 +110,7 @@ type Provider struct {
 	clientKeys   jwksCache
 	assertions   jtiCache
 	authFailures failureLimiter
+	origins      originCache
 	// bg is the context of background work (back-channel deliveries); Close cancels it.
 	bg         context.Context
 	stopBG     context.CancelFunc

@@ -515,6 +515,12 @@ func parseEnvValue(raw string, t reflect.Type) (any, error) {
 		return d, nil
 	case t.Kind() == reflect.String:
 		return raw, nil
+	case t.Kind() == reflect.Int:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return nil, fmt.Errorf("invalid integer %q", raw)
+		}
+		return n, nil
 	case t.Kind() == reflect.Bool:
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
