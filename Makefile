@@ -22,6 +22,27 @@ run: ## Start the provider in dev mode: simulated WeCom, demo client, database u
 test: ## Run every test, with the race detector
 	$(GO) test -race -count=1 ./...
 
+# make fuzz runs the fuzz targets one after the other (go test fuzzes one target per run), each for
+# FUZZTIME. A failing input is written to the package's testdata/fuzz/<target>/, where every later
+# `go test` runs it: commit it as the regression test. FUZZMINIMIZETIME bounds the shrinking of
+# each new input (a count, so the slower targets do not spend their time there); raise it, e.g.
+# to 60s, to shrink a failing input further.
+FUZZTIME ?= 20s
+FUZZMINIMIZETIME ?= 100x
+FUZZFLAGS = -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
+
+.PHONY: fuzz
+fuzz: ## Fuzz /authorize, the WeCom callback, /oauth/token, WeCom's answers, the config, FUZZTIME (20s) each
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzAuthorize$$' ./provider
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzWeComCallback$$' ./provider
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzTokenEndpoint$$' ./provider
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzWeComResponses$$' ./upstream/wecom
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzLoadConfig$$' ./cmd/wecom-oidc
+
+.PHONY: crash
+crash: ## SIGKILL the server under write load 3 times; every acknowledged write must survive
+	$(GO) test -tags crash -count=1 -run TestCrashUnderWriteLoad -v ./cmd/wecom-oidc
+
 .PHONY: interop
 interop: build ## Test against openid-client, an OpenID-certified relying party (needs Node 20+, npm)
 	cd interop/openid-client && npm ci --no-audit --no-fund --prefer-offline && node --test
