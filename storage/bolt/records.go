@@ -43,19 +43,7 @@ func (s *Store) CreateClient(ctx context.Context, c storage.Client) (err error) 
 // PutClient creates or replaces a client.
 func (s *Store) PutClient(ctx context.Context, c storage.Client) (err error) {
 	defer wrap(&err, "put client %q", c.ID)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if c.ID == "" {
-		return errors.New("empty client id")
-	}
-	raw, err := encode(c)
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
-		return bkt(tx, bucketClients).Put([]byte(c.ID), raw)
-	})
+	return putPlain(s, ctx, bucketClients, c.ID, "client id", c, s.db.Update)
 }
 
 // GetClient returns ErrNotFound for an unknown id.
@@ -128,19 +116,7 @@ func (s *Store) DeleteSession(ctx context.Context, id string) (err error) {
 // PutUser creates or replaces the user. Batched: every login writes its user.
 func (s *Store) PutUser(ctx context.Context, u storage.User) (err error) {
 	defer wrap(&err, "put user %q", u.Subject)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if u.Subject == "" {
-		return errors.New("empty subject")
-	}
-	raw, err := encode(u)
-	if err != nil {
-		return err
-	}
-	return s.db.Batch(func(tx *bbolt.Tx) error {
-		return bkt(tx, bucketUsers).Put([]byte(u.Subject), raw)
-	})
+	return putPlain(s, ctx, bucketUsers, u.Subject, "subject", u, s.db.Batch)
 }
 
 // GetUser returns ErrNotFound for an unknown subject.
@@ -171,19 +147,7 @@ func (s *Store) ListKeys(ctx context.Context) (ks []storage.KeyRecord, err error
 // PutKey creates or replaces a key.
 func (s *Store) PutKey(ctx context.Context, k storage.KeyRecord) (err error) {
 	defer wrap(&err, "put key %q", k.ID)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if k.ID == "" {
-		return errors.New("empty key id")
-	}
-	raw, err := encode(k)
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
-		return bkt(tx, bucketKeys).Put([]byte(k.ID), raw)
-	})
+	return putPlain(s, ctx, bucketKeys, k.ID, "key id", k, s.db.Update)
 }
 
 // --- upstream token cache ---
@@ -299,4 +263,20 @@ func dropSessionLinks(tx *bbolt.Tx, sessionID string) error {
 		}
 	}
 	return nil
+}
+
+// putPlain creates or replaces a record without expiry at key, through write (db.Update, or
+// db.Batch for writes that arrive concurrently: the function is idempotent).
+func putPlain(s *Store, ctx context.Context, bucket, key, what string, v any, write func(func(*bbolt.Tx) error) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if key == "" {
+		return errors.New("empty " + what)
+	}
+	raw, err := encode(v)
+	if err != nil {
+		return err
+	}
+	return write(func(tx *bbolt.Tx) error { return bkt(tx, bucket).Put([]byte(key), raw) })
 }
