@@ -137,11 +137,20 @@ func (p *Provider) checkAuthorizeRequest(r *http.Request) string {
 	if total > maxAuthorizeTotal {
 		return "the request is too large"
 	}
-	redirect := r.Form.Get("redirect_uri")
+	// The library's decoder matches parameter names without regard to case, so read them the
+	// same way; two different values under spellings of one name are refused.
+	redirect, ok := formValueFold(r.Form, "redirect_uri")
+	if !ok {
+		return "redirect_uri is given more than once"
+	}
+	clientID, ok := formValueFold(r.Form, "client_id")
+	if !ok {
+		return "client_id is given more than once"
+	}
 	if redirect == "" {
 		return ""
 	}
-	c, err := p.store.GetClient(r.Context(), r.Form.Get("client_id"))
+	c, err := p.store.GetClient(r.Context(), clientID)
 	if err != nil {
 		return ""
 	}
@@ -149,6 +158,23 @@ func (p *Provider) checkAuthorizeRequest(r *http.Request) string {
 		return "redirect_uri is not registered for this client"
 	}
 	return ""
+}
+
+// formValueFold returns the value of the parameter name in any letter case; ok is false when
+// spellings of it carry different values.
+func formValueFold(form url.Values, name string) (value string, ok bool) {
+	for k, vs := range form {
+		if !strings.EqualFold(k, name) {
+			continue
+		}
+		for _, v := range vs {
+			if value != "" && v != value {
+				return "", false
+			}
+			value = v
+		}
+	}
+	return value, true
 }
 
 // redirectRegistered: the URI is registered byte for byte, or — for a public client — it equals
