@@ -23,11 +23,22 @@ const maxAssertionLife = time.Hour
 // again afterwards (audience, iat age). It returns "" when the request carries no assertion or the
 // assertion passes, otherwise a description for invalid_client.
 func (p *Provider) checkClientAssertion(r *http.Request) string {
-	if r.Method != http.MethodPost || r.ParseForm() != nil ||
-		r.PostForm.Get("client_assertion_type") != oidc.ClientAssertionTypeJWTAssertion {
+	if r.Method != http.MethodPost || r.ParseForm() != nil {
 		return ""
 	}
-	jws, err := jose.ParseSigned(r.PostForm.Get("client_assertion"),
+	// Read as the library's decoder does: names in any letter case, query included.
+	typ, ok1 := formValueFold(r.Form, "client_assertion_type")
+	assertion, ok2 := formValueFold(r.Form, "client_assertion")
+	if !ok1 || !ok2 {
+		return "client_assertion is given more than once"
+	}
+	if typ != oidc.ClientAssertionTypeJWTAssertion {
+		if assertion != "" {
+			return "client_assertion needs client_assertion_type " + oidc.ClientAssertionTypeJWTAssertion
+		}
+		return ""
+	}
+	jws, err := jose.ParseSigned(assertion,
 		[]jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.PS256})
 	if err != nil || len(jws.Signatures) != 1 {
 		return "client_assertion is not a signed JWT"

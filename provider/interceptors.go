@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -73,10 +74,10 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 				p.renderPage(w, pickLang(nil, r.Header.Get("Accept-Language")), http.StatusBadRequest, msgBadRequest)
 				return
 			}
-			if r.FormValue("request_uri") != "" {
+			if v, _ := formValueFold(r.Form, "request_uri"); v != "" {
 				r = r.WithContext(context.WithValue(r.Context(), requestURICtxKey{}, true))
 			}
-			if h := r.FormValue("idp_hint"); h != "" {
+			if h, _ := formValueFold(r.Form, "idp_hint"); h != "" {
 				r = r.WithContext(context.WithValue(r.Context(), idpHintCtxKey{}, h))
 			}
 		case strings.HasSuffix(path, p.op.UserinfoEndpoint().Relative()):
@@ -222,7 +223,13 @@ func (p *Provider) clientEndpoint(w http.ResponseWriter, r *http.Request, next h
 	}
 	if strings.HasSuffix(r.URL.Path, p.op.TokenEndpoint().Relative()) && r.ParseForm() == nil {
 		// The library always enables the JWT-bearer grant; only what discovery lists is offered.
-		switch g := r.PostForm.Get("grant_type"); g {
+		// Read as the library does: any letter case, query included.
+		g, ok := formValueFold(r.Form, "grant_type")
+		if !ok {
+			writeOAuthError(w, http.StatusBadRequest, "invalid_request", "grant_type is given more than once", "")
+			return
+		}
+		switch g {
 		case string(oidc.GrantTypeCode), string(oidc.GrantTypeRefreshToken), "":
 		default:
 			writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "this provider offers authorization_code and refresh_token", "")
@@ -272,13 +279,20 @@ func postCredentialsToBasic(r *http.Request) error {
 	if err := r.ParseForm(); err != nil {
 		return err
 	}
-	id, secret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	id, ok1 := formValueFold(r.Form, "client_id")
+	secret, ok2 := formValueFold(r.Form, "client_secret")
+	if !ok1 || !ok2 {
+		return errors.New("client credentials given more than once")
+	}
 	if id == "" || secret == "" {
 		return nil
 	}
 	for _, v := range []url.Values{r.PostForm, r.Form} {
-		v.Del("client_id")
-		v.Del("client_secret")
+		for k := range v {
+			if strings.EqualFold(k, "client_id") || strings.EqualFold(k, "client_secret") {
+				v.Del(k)
+			}
+		}
 	}
 	// RFC 6749 §2.3.1: the Basic credentials are form-encoded first; the library decodes them.
 	r.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))

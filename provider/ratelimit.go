@@ -86,8 +86,8 @@ func (l *failureLimiter) prune(now time.Time) {
 func (p *Provider) authKeys(r *http.Request) (client, addr string) {
 	if id, _, ok := r.BasicAuth(); ok {
 		client = id
-	} else if r.Method == http.MethodPost && r.ParseForm() == nil {
-		client = r.PostForm.Get("client_id")
+	} else if r.ParseForm() == nil {
+		client, _ = formValueFold(r.Form, "client_id") // as the library reads it
 	}
 	host := p.remoteAddr(r)
 	// Client ids are at most 64 characters; a longer one is no client, and keying on it would let

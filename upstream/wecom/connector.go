@@ -208,6 +208,9 @@ func (c *Connector) handleCallback(ctx context.Context, r *http.Request) (upstre
 	if err != nil {
 		return upstream.Identity{}, err
 	}
+	if user.UserID != "" && !strings.EqualFold(user.UserID, info.UserID) {
+		return upstream.Identity{}, fmt.Errorf("wecom: user/get answered for %q, not the member who signed in: %w", user.UserID, upstream.ErrUnavailable)
+	}
 	id := c.identity(optional, log, info.UserID, user, detail)
 	id.Method = method
 	log.DebugContext(ctx, "wecom: login", slog.Bool("user_ticket", info.UserTicket != ""))
