@@ -293,7 +293,8 @@ type Store interface {
 	GetAuthRequest(ctx context.Context, id string) (AuthRequest, error)
 	// UpdateAuthRequest runs fn on the live request inside one atomic read-modify-write and stores
 	// the result; an error from fn aborts the update and is returned as is. The id cannot change.
-	// fn may run while the backend holds its write lock: it must be quick and do no I/O.
+	// fn may run more than once (a backend retries when a concurrent write intervened) and while
+	// the backend holds its write lock: it must depend only on its argument, be quick and do no I/O.
 	UpdateAuthRequest(ctx context.Context, id string, fn func(*AuthRequest) error) (AuthRequest, error)
 	// DeleteAuthRequest removes the request and its unredeemed codes; a redeemed code's tombstone
 	// stays until the code's own expiry, so a replay still reports ErrAlreadyUsed. Deleting a
@@ -366,7 +367,7 @@ type Store interface {
 	// UpdateUser runs fn on the user with this subject inside one atomic read-modify-write — a
 	// zero User and exists=false when there is none yet — and stores the result (created if it
 	// did not exist). An error from fn aborts and is returned as is; fn must not change Subject
-	// and, like UpdateAuthRequest's, must be quick and do no I/O.
+	// and, like UpdateAuthRequest's, may run more than once and must be quick and do no I/O.
 	UpdateUser(ctx context.Context, subject string, fn func(u *User, exists bool) error) (User, error)
 	// RevokeUserTokens revokes every refresh family and access token issued to subject and
 	// returns how many families it revoked.

@@ -16,8 +16,8 @@ import (
 // This file holds the operator and housekeeping operations: UpdateUser, RevokeUserTokens,
 // DeleteKey, Stats and Backup.
 
-// UpdateUser runs fn inside one write transaction (a plain Update, not Batch, so fn runs exactly
-// once and concurrent updates of one user are serialised: none is lost). When the user does not
+// UpdateUser runs fn inside one write transaction, so concurrent updates of one user are
+// serialised and none is lost (fn runs again if its transaction is retried). When the user does not
 // exist fn gets exists=false and a User whose only field set is Subject, and the user is created
 // if fn returns nil. An error from fn is returned unwrapped and nothing is written; changing the
 // Subject gives ErrConflict.
@@ -30,7 +30,7 @@ func (s *Store) UpdateUser(ctx context.Context, subject string, fn func(u *stora
 	}
 	var out storage.User
 	var fnErr error
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
 		b := bkt(tx, bucketUsers)
 		u, ok, err := getJSON[storage.User](b, []byte(subject))
 		if err != nil {
@@ -92,7 +92,7 @@ func (s *Store) RevokeUserTokens(ctx context.Context, subject string) (n int, er
 		return 0, errors.New("empty subject")
 	}
 	now := s.now()
-	err = s.db.Update(func(tx *bbolt.Tx) error {
+	err = s.update(ctx, func(tx *bbolt.Tx) error {
 		n = 0
 		families := map[string]bool{}
 		var loose []string // access tokens without a family
@@ -159,7 +159,7 @@ func (s *Store) DeleteKey(ctx context.Context, id string) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		return bkt(tx, bucketKeys).Delete([]byte(id))
 	})
 }

@@ -38,7 +38,7 @@ func arCodeKey(authRequestID, codeHash string) []byte {
 	return append(lenPrefix(authRequestID), codeHash...)
 }
 
-// CreateAuthRequest stores a new auth request; ErrAlreadyExists when the id is taken. Batched.
+// CreateAuthRequest stores a new auth request; ErrAlreadyExists when the id is taken.
 func (s *Store) CreateAuthRequest(ctx context.Context, ar storage.AuthRequest) (err error) {
 	defer wrap(&err, "create auth request %q", ar.ID)
 	if err := ctx.Err(); err != nil {
@@ -51,7 +51,7 @@ func (s *Store) CreateAuthRequest(ctx context.Context, ar storage.AuthRequest) (
 	if err != nil {
 		return err
 	}
-	return s.db.Batch(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		return putNew(tx, bucketAuthRequests, []byte(ar.ID), raw, ar.ExpiresAt, "auth request")
 	})
 }
@@ -82,8 +82,8 @@ func (s *Store) GetAuthRequest(ctx context.Context, id string) (ar storage.AuthR
 	return ar, err
 }
 
-// UpdateAuthRequest runs fn inside one write transaction (a plain Update, not Batch, so fn runs
-// exactly once). fn must not block or do I/O: it holds the database's writer lock. An error from
+// UpdateAuthRequest runs fn inside one write transaction (again if the transaction is retried).
+// fn must not block or do I/O: it holds the database's writer lock. An error from
 // fn is returned unwrapped and nothing is written; changing the id gives ErrConflict.
 func (s *Store) UpdateAuthRequest(ctx context.Context, id string, fn func(*storage.AuthRequest) error) (storage.AuthRequest, error) {
 	if err := ctx.Err(); err != nil {
@@ -92,7 +92,7 @@ func (s *Store) UpdateAuthRequest(ctx context.Context, id string, fn func(*stora
 	now := s.now()
 	var out storage.AuthRequest
 	var fnErr error
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
 		ar, err := liveAuthRequest(tx, id, now)
 		if err != nil {
 			return err
@@ -132,7 +132,7 @@ func (s *Store) DeleteAuthRequest(ctx context.Context, id string) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		if err := deleteExpiring(tx, bucketAuthRequests, []byte(id)); err != nil {
 			return err
 		}
@@ -159,7 +159,7 @@ func (s *Store) DeleteAuthRequest(ctx context.Context, id string) (err error) {
 
 // SaveCode maps codeHash to a live auth request until expiresAt. A code hash already stored
 // gives ErrAlreadyExists (overwriting would resurrect a redeemed code); an unknown or expired
-// auth request gives ErrNotFound. Batched.
+// auth request gives ErrNotFound.
 func (s *Store) SaveCode(ctx context.Context, codeHash, authRequestID string, expiresAt time.Time) (err error) {
 	defer wrap(&err, "save code for auth request %q", authRequestID)
 	if err := ctx.Err(); err != nil {
@@ -173,7 +173,7 @@ func (s *Store) SaveCode(ctx context.Context, codeHash, authRequestID string, ex
 		return err
 	}
 	now := s.now()
-	return s.db.Batch(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		if _, err := liveAuthRequest(tx, authRequestID, now); err != nil {
 			return err
 		}
@@ -197,7 +197,7 @@ func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.Au
 	now := s.now()
 	var replayedAR string
 	var replayed bool
-	err = s.db.Update(func(tx *bbolt.Tx) error {
+	err = s.update(ctx, func(tx *bbolt.Tx) error {
 		replayed, replayedAR = false, ""
 		code, ok, err := getJSON[codeRecord](bkt(tx, bucketCodes), []byte(codeHash))
 		if err != nil {
@@ -235,7 +235,7 @@ func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.Au
 	return ar, nil
 }
 
-// CreateLoginState stores a new WeCom login state; ErrAlreadyExists when it is taken. Batched.
+// CreateLoginState stores a new WeCom login state; ErrAlreadyExists when it is taken.
 func (s *Store) CreateLoginState(ctx context.Context, ls storage.LoginState) (err error) {
 	defer wrap(&err, "create login state")
 	if err := ctx.Err(); err != nil {
@@ -245,7 +245,7 @@ func (s *Store) CreateLoginState(ctx context.Context, ls storage.LoginState) (er
 	if err != nil {
 		return err
 	}
-	return s.db.Batch(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		return putNew(tx, bucketLoginStates, []byte(ls.State), raw, ls.ExpiresAt, "login state")
 	})
 }
@@ -258,7 +258,7 @@ func (s *Store) ConsumeLoginState(ctx context.Context, state string) (ls storage
 		return ls, err
 	}
 	now := s.now()
-	err = s.db.Update(func(tx *bbolt.Tx) error {
+	err = s.update(ctx, func(tx *bbolt.Tx) error {
 		got, ok, err := getJSON[storage.LoginState](bkt(tx, bucketLoginStates), []byte(state))
 		if err != nil {
 			return err

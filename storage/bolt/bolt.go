@@ -43,10 +43,13 @@
 // bbolt has one writer at a time and serialisable transactions, so every read-check-write the
 // storage contract asks to be atomic (ConsumeCode, ConsumeLoginState, UpdateAuthRequest,
 // RotateRefreshToken, the reuse detection in GetRefreshToken, AddSessionClient, EndSession,
-// UpdateUser, RevokeUserTokens) runs in a single db.Update. Creates that arrive concurrently from
-// many requests (auth requests, codes, login states, tokens, sessions, users) go through
-// db.Batch, which coalesces them into fewer fsyncs; their functions are pure functions of the
-// transaction so that Batch may run them more than once.
+// UpdateUser, RevokeUserTokens) runs inside one write transaction. Writes are group-committed
+// (writer.go): the writes that arrive while a commit is in progress share the next transaction
+// and its fsyncs, so a write never waits for more than the commit in progress and its own, and
+// the disk's fsync rate does not cap the logins per second. A write's function may therefore run
+// more than once (when another write of its group fails) and is a pure function of the
+// transaction; outcomes that must commit and still be reported as errors (a replayed code, a
+// reused refresh token) are returned through variables the function resets on each run.
 //
 // Stats and Backup only read (db.View). Backup copies the file as one read transaction sees it
 // (Tx.WriteTo), so the copy is consistent while writers go on. bbolt can only enlarge its memory
@@ -171,6 +174,11 @@ type Store struct {
 	now     func() time.Time
 	gcChunk int
 	closed  atomic.Bool
+
+	// The group-commit writer (writer.go).
+	writes     chan writeRequest
+	stopWriter chan struct{}
+	writerDone chan struct{}
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -187,7 +195,15 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
 		return nil, fmt.Errorf("storage: create directory for database %s: %w", path, err)
 	}
-	db, err := bbolt.Open(path, fileMode, &bbolt.Options{Timeout: opts.Timeout, InitialMmapSize: initialMmapSize()})
+	db, err := bbolt.Open(path, fileMode, &bbolt.Options{
+		Timeout:         opts.Timeout,
+		InitialMmapSize: initialMmapSize(),
+		// The free-page list is derived data: not writing it at every commit keeps a commit's
+		// cost independent of how much the sweeper has freed; Open rebuilds it by scanning the
+		// file. The hashmap freelist finds free runs in constant time (etcd runs bbolt so too).
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+	})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("storage: database %s is in use by another wecom-oidc process (lock not acquired within %s): %w",
@@ -217,7 +233,14 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close() // the initialisation error is the one worth reporting
 		return nil, fmt.Errorf("storage: initialise database %s: %w", path, err)
 	}
-	return &Store{db: db, path: path, now: opts.Now, gcChunk: defaultGCChunk}, nil
+	s := &Store{
+		db: db, path: path, now: opts.Now, gcChunk: defaultGCChunk,
+		writes:     make(chan writeRequest),
+		stopWriter: make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+	go s.runWriter()
+	return s, nil
 }
 
 // Close closes the database. Every later call, Close included, fails.
@@ -225,6 +248,8 @@ func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return fmt.Errorf("storage: close database %s: %w", s.path, bolterrors.ErrDatabaseNotOpen)
 	}
+	close(s.stopWriter)
+	<-s.writerDone
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("storage: close database %s: %w", s.path, err)
 	}
@@ -447,7 +472,7 @@ func (s *Store) DeleteExpired(ctx context.Context) (res storage.GCResult, err er
 		}
 		var chunk storage.GCResult
 		var seen int
-		err := s.db.Update(func(tx *bbolt.Tx) error {
+		err := s.update(ctx, func(tx *bbolt.Tx) error {
 			chunk, seen = storage.GCResult{}, 0 // reset: the function's effects are its return values
 			idx := bkt(tx, bucketExpiry)
 			var keys [][]byte

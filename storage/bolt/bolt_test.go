@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -587,17 +588,16 @@ func TestRevocationLinks(t *testing.T) {
 	sizes("after DeleteSession", map[string]int{"session_families": 0, "refresh_families": 1})
 }
 
-// TestUpdateUserRunsFnOnce: UpdateUser is a plain Update, so fn runs exactly once per call even
-// when calls contend (Batch would re-run it).
-func TestUpdateUserRunsFnOnce(t *testing.T) {
+// TestConcurrentUpdatesLoseNothing: concurrent UpdateUser calls on one user are serialised, so
+// every change lands (fn may run more than once; each run starts from the stored user).
+func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "wecom-oidc.db"), Options{})
 	const goroutines = 16
-	var calls atomic.Int64
 	var wg sync.WaitGroup
 	for i := range goroutines {
 		wg.Go(func() {
 			_, err := s.UpdateUser(t.Context(), "u", func(u *storage.User, _ bool) error {
-				calls.Add(1)
+				u.Extra = maps.Clone(u.Extra)
 				if u.Extra == nil {
 					u.Extra = map[string]string{}
 				}
@@ -610,9 +610,6 @@ func TestUpdateUserRunsFnOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := calls.Load(); got != goroutines {
-		t.Errorf("fn ran %d times for %d calls", got, goroutines)
-	}
 	u, err := s.GetUser(t.Context(), "u")
 	if err != nil {
 		t.Fatal(err)

@@ -31,7 +31,7 @@ func (s *Store) CreateClient(ctx context.Context, c storage.Client) (err error) 
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		b := bkt(tx, bucketClients)
 		if b.Get([]byte(c.ID)) != nil {
 			return storage.ErrAlreadyExists
@@ -43,7 +43,7 @@ func (s *Store) CreateClient(ctx context.Context, c storage.Client) (err error) 
 // PutClient creates or replaces a client.
 func (s *Store) PutClient(ctx context.Context, c storage.Client) (err error) {
 	defer wrap(&err, "put client %q", c.ID)
-	return putPlain(s, ctx, bucketClients, c.ID, "client id", c, s.db.Update)
+	return putPlain(s, ctx, bucketClients, c.ID, "client id", c)
 }
 
 // GetClient returns ErrNotFound for an unknown id.
@@ -64,7 +64,7 @@ func (s *Store) DeleteClient(ctx context.Context, id string) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		b := bkt(tx, bucketClients)
 		if b.Get([]byte(id)) == nil {
 			return storage.ErrNotFound
@@ -75,7 +75,7 @@ func (s *Store) DeleteClient(ctx context.Context, id string) (err error) {
 
 // --- sessions ---
 
-// CreateSession stores a new SSO session; an existing id gives ErrAlreadyExists. Batched.
+// CreateSession stores a new SSO session; an existing id gives ErrAlreadyExists.
 func (s *Store) CreateSession(ctx context.Context, sess storage.Session) (err error) {
 	defer wrap(&err, "create session")
 	if err := ctx.Err(); err != nil {
@@ -85,7 +85,7 @@ func (s *Store) CreateSession(ctx context.Context, sess storage.Session) (err er
 	if err != nil {
 		return err
 	}
-	return s.db.Batch(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		return putNew(tx, bucketSessions, []byte(sess.ID), raw, sess.ExpiresAt, "session")
 	})
 }
@@ -103,7 +103,7 @@ func (s *Store) DeleteSession(ctx context.Context, id string) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		if err := dropSessionLinks(tx, id); err != nil {
 			return err
 		}
@@ -113,10 +113,10 @@ func (s *Store) DeleteSession(ctx context.Context, id string) (err error) {
 
 // --- users ---
 
-// PutUser creates or replaces the user. Batched: every login writes its user.
+// PutUser creates or replaces the user.
 func (s *Store) PutUser(ctx context.Context, u storage.User) (err error) {
 	defer wrap(&err, "put user %q", u.Subject)
-	return putPlain(s, ctx, bucketUsers, u.Subject, "subject", u, s.db.Batch)
+	return putPlain(s, ctx, bucketUsers, u.Subject, "subject", u)
 }
 
 // GetUser returns ErrNotFound for an unknown subject.
@@ -147,7 +147,7 @@ func (s *Store) ListKeys(ctx context.Context) (ks []storage.KeyRecord, err error
 // PutKey creates or replaces a key.
 func (s *Store) PutKey(ctx context.Context, k storage.KeyRecord) (err error) {
 	defer wrap(&err, "put key %q", k.ID)
-	return putPlain(s, ctx, bucketKeys, k.ID, "key id", k, s.db.Update)
+	return putPlain(s, ctx, bucketKeys, k.ID, "key id", k)
 }
 
 // --- upstream token cache ---
@@ -168,7 +168,7 @@ func (s *Store) PutUpstreamToken(ctx context.Context, t storage.UpstreamToken) (
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		return putExpiring(tx, bucketUpstream, []byte(t.Key), raw, t.ExpiresAt)
 	})
 }
@@ -179,14 +179,14 @@ func (s *Store) DeleteUpstreamToken(ctx context.Context, key string) (err error)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		return deleteExpiring(tx, bucketUpstream, []byte(key))
 	})
 }
 
 // AddSessionClient appends clientID to the live session's Clients unless it is there already.
-// A plain Update (not Batch): the read-modify-write runs once, under the writer lock, so
-// concurrent additions are serialised and none is lost.
+// The read-modify-write runs inside one write transaction, so concurrent additions are
+// serialised and none is lost.
 func (s *Store) AddSessionClient(ctx context.Context, sessionID, clientID string) (err error) {
 	defer wrap(&err, "add client %q to session", clientID)
 	if err := ctx.Err(); err != nil {
@@ -196,7 +196,7 @@ func (s *Store) AddSessionClient(ctx context.Context, sessionID, clientID string
 		return errors.New("empty client id")
 	}
 	now := s.now()
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		sess, ok, err := getJSON[storage.Session](bkt(tx, bucketSessions), []byte(sessionID))
 		if err != nil {
 			return err
@@ -225,7 +225,7 @@ func (s *Store) EndSession(ctx context.Context, id string) (sess storage.Session
 		return sess, err
 	}
 	now := s.now()
-	err = s.db.Update(func(tx *bbolt.Tx) error {
+	err = s.update(ctx, func(tx *bbolt.Tx) error {
 		got, ok, err := getJSON[storage.Session](bkt(tx, bucketSessions), []byte(id))
 		if err != nil {
 			return err
@@ -265,9 +265,8 @@ func dropSessionLinks(tx *bbolt.Tx, sessionID string) error {
 	return nil
 }
 
-// putPlain creates or replaces a record without expiry at key, through write (db.Update, or
-// db.Batch for writes that arrive concurrently: the function is idempotent).
-func putPlain(s *Store, ctx context.Context, bucket, key, what string, v any, write func(func(*bbolt.Tx) error) error) error {
+// putPlain creates or replaces a record without expiry at key.
+func putPlain(s *Store, ctx context.Context, bucket, key, what string, v any) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -278,5 +277,5 @@ func putPlain(s *Store, ctx context.Context, bucket, key, what string, v any, wr
 	if err != nil {
 		return err
 	}
-	return write(func(tx *bbolt.Tx) error { return bkt(tx, bucket).Put([]byte(key), raw) })
+	return s.update(ctx, func(tx *bbolt.Tx) error { return bkt(tx, bucket).Put([]byte(key), raw) })
 }

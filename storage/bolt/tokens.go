@@ -246,7 +246,7 @@ func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, re
 		}
 	}
 	now := s.now()
-	return s.db.Batch(func(tx *bbolt.Tx) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
 		if access.AuthRequestID != "" {
 			if err := checkNotReplayed(tx, access.AuthRequestID, now); err != nil {
 				return err
@@ -353,7 +353,7 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash string) (rt storage.Re
 	if reused {
 		// A token, once rotated, stays rotated until it is swept, and revoking is idempotent,
 		// so the family id read above is still the one to revoke.
-		if err := s.db.Update(func(tx *bbolt.Tx) error { return revokeFamily(tx, rt.FamilyID) }); err != nil {
+		if err := s.update(ctx, func(tx *bbolt.Tx) error { return revokeFamily(tx, rt.FamilyID) }); err != nil {
 			return storage.RefreshToken{}, fmt.Errorf("revoke family %q after reuse: %w", rt.FamilyID, err)
 		}
 		return storage.RefreshToken{}, fmt.Errorf("family %q: %w", rt.FamilyID, storage.ErrTokenReused)
@@ -362,8 +362,7 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash string) (rt storage.Re
 }
 
 // RotateRefreshToken exchanges the presented token for next and stores access, in one write
-// transaction (a plain Update: Batch would re-run it, and its outcome depends on the order of
-// concurrent rotations). A presented token that was already rotated makes the transaction
+// transaction, so of concurrent rotations of one token exactly one wins. A presented token that was already rotated makes the transaction
 // revoke the family and commit; ErrTokenReused is returned after the commit, because returning
 // it from inside would roll the revocation back.
 func (s *Store) RotateRefreshToken(ctx context.Context, presentedHash string, next storage.RefreshToken, access storage.AccessToken) (err error) {
@@ -385,7 +384,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, presentedHash string, ne
 	}
 	now := s.now()
 	var reusedFamily string
-	err = s.db.Update(func(tx *bbolt.Tx) error {
+	err = s.update(ctx, func(tx *bbolt.Tx) error {
 		reusedFamily = ""
 		cur, ok, err := getJSON[storage.RefreshToken](bkt(tx, bucketRefreshTokens), []byte(presentedHash))
 		if err != nil {
@@ -443,7 +442,7 @@ func (s *Store) RevokeAccessToken(ctx context.Context, id string) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error { return revokeAccess(tx, id) })
+	return s.update(ctx, func(tx *bbolt.Tx) error { return revokeAccess(tx, id) })
 }
 
 // RevokeRefreshFamily revokes the family with one write; unknown families are not an error.
@@ -452,5 +451,5 @@ func (s *Store) RevokeRefreshFamily(ctx context.Context, familyID string) (err e
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error { return revokeFamily(tx, familyID) })
+	return s.update(ctx, func(tx *bbolt.Tx) error { return revokeFamily(tx, familyID) })
 }
