@@ -34,6 +34,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -376,6 +377,13 @@ func adminHandler(a admin, log *slog.Logger) http.Handler {
 	handle("GET /v1/keys", func(r *http.Request) (int, any, error) { return ok(a.ListKeys(r.Context())) })
 	handle("POST /v1/keys/rotate", func(r *http.Request) (int, any, error) { return ok(a.RotateKeys(r.Context())) })
 	mux.HandleFunc("GET /v1/backup", func(w http.ResponseWriter, r *http.Request) { serveBackup(w, r, a, log) })
+	// Profiles for the operator (and `make bench -cpuprofile`): only on the socket, never on the
+	// network port, since they reveal the process's memory and stacks.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, r, log, &adminError{http.StatusNotFound, "unknown admin request " + r.Method + " " + r.URL.Path +
 			" (is the server an older or newer version than this command?)"})

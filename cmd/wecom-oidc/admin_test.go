@@ -11,9 +11,11 @@ import (
 	"html"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -669,5 +671,18 @@ func TestCLIUsage(t *testing.T) {
 	}
 	if out := c.must("help"); !strings.Contains(out, "users list|show|disable|enable") || !strings.Contains(out, "backup --out FILE") {
 		t.Errorf("usage text:\n%s", out)
+	}
+}
+
+// TestAdminServesProfiles: the admin socket's handler serves pprof (the network port does not:
+// the provider's router has no /debug route).
+func TestAdminServesProfiles(t *testing.T) {
+	h := adminHandler(nil, slog.New(slog.DiscardHandler))
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/cmdline"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != http.StatusOK || rec.Body.Len() == 0 {
+			t.Errorf("GET %s over the admin socket: %d, %d bytes", path, rec.Code, rec.Body.Len())
+		}
 	}
 }

@@ -41,8 +41,8 @@ func openStore(path string) (*bolt.Store, error) {
 }
 
 // newUpstreams builds one WeCom connector per configured upstream (the wecom block, or the
-// upstreams list) for the given issuer.
-func newUpstreams(cfg *Config, issuer string, store storage.Store, metrics *provider.Metrics, log *slog.Logger) ([]provider.Upstream, error) {
+// upstreams list) for the given issuer. httpClient nil: each connector's own, with its timeout.
+func newUpstreams(cfg *Config, issuer string, store storage.Store, metrics *provider.Metrics, httpClient *http.Client, log *slog.Logger) ([]provider.Upstream, error) {
 	var ups []provider.Upstream
 	for _, uc := range cfg.EffectiveUpstreams() {
 		w := uc.WeCom
@@ -57,6 +57,7 @@ func newUpstreams(cfg *Config, issuer string, store storage.Store, metrics *prov
 			RedirectURL:  strings.TrimSuffix(issuer, "/") + "/login/wecom/callback",
 			Timeout:      w.Timeout,
 			Tags:         w.Tags,
+			HTTPClient:   httpClient,
 			Tokens:       provider.UpstreamTokens{Store: store},
 			Observer:     metrics,
 			Logger:       log.With("upstream", uc.ID),

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 
 	"github.com/wecom-oidc/wecom-oidc/upstream/wecom"
 	"github.com/wecom-oidc/wecom-oidc/upstream/wecom/wecomsim"
@@ -99,7 +101,32 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 Press Ctrl-C to stop.
 `, version, issuer, issuer, issuer, demoPrefix, devClientID, demoSecret, issuer, demoCallbackPath, issuer, demoPrefix, cfg.Storage.Path)
 	}
-	return serveProvider(ctx, cfg, log, serveOptions{prepare: prepare, ready: ready})
+	// The connector's HTTP client code runs as against WeCom; only the socket is skipped, so a
+	// login costs what it would with WeCom being someone else's machine.
+	wecomHTTP := &http.Client{Timeout: cfg.WeCom.Timeout, Transport: handlerTransport{sim}}
+	return serveProvider(ctx, cfg, log, serveOptions{prepare: prepare, ready: ready, wecomHTTP: wecomHTTP})
+}
+
+// handlerTransport answers requests with a handler in this process: the simulator's API, whose
+// paths are those of WeCom's below simPrefix.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	in := req.Clone(req.Context())
+	in.URL.Path = strings.TrimPrefix(in.URL.Path, simPrefix)
+	in.RequestURI = in.URL.RequestURI()
+	in.RemoteAddr = "127.0.0.1:0"
+	if in.Body == nil {
+		in.Body = http.NoBody
+	}
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, in)
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	resp := rec.Result()
+	resp.Request = req
+	return resp, nil
 }
 
 func withoutClient(clients []ClientConfig, id string) []ClientConfig {

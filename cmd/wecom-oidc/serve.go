@@ -36,6 +36,9 @@ type serveOptions struct {
 	prepare func(issuer string, cfg *Config) (extra func(mux *http.ServeMux, provider http.Handler), err error)
 	// ready is told the issuer once the provider is about to serve.
 	ready func(issuer string)
+	// wecomHTTP, when set, makes the WeCom connectors' API calls (dev mode: straight into its
+	// simulator, without a loopback connection).
+	wecomHTTP *http.Client
 }
 
 // serveProvider opens the database, binds the listener, builds the provider and serves until ctx
@@ -77,7 +80,7 @@ func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serv
 		return err
 	}
 	metrics := provider.NewMetrics(store)
-	ups, err := newUpstreams(cfg, issuer, store, metrics, log)
+	ups, err := newUpstreams(cfg, issuer, store, metrics, opts.wecomHTTP, log)
 	if err != nil {
 		return err
 	}
