@@ -175,6 +175,8 @@ type Store struct {
 	gcChunk int
 	closed  atomic.Bool
 
+	clients recordCache[storage.Client]
+
 	// The group-commit writer (writer.go).
 	writes     chan writeRequest
 	stopWriter chan struct{}
@@ -235,6 +237,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		db: db, path: path, now: opts.Now, gcChunk: defaultGCChunk,
+		clients:    recordCache[storage.Client]{clone: cloneClient},
 		writes:     make(chan writeRequest),
 		stopWriter: make(chan struct{}),
 		writerDone: make(chan struct{}),

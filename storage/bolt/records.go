@@ -31,6 +31,7 @@ func (s *Store) CreateClient(ctx context.Context, c storage.Client) (err error) 
 	if err != nil {
 		return err
 	}
+	defer s.clients.invalidate()
 	return s.update(ctx, func(tx *bbolt.Tx) error {
 		b := bkt(tx, bucketClients)
 		if b.Get([]byte(c.ID)) != nil {
@@ -43,13 +44,19 @@ func (s *Store) CreateClient(ctx context.Context, c storage.Client) (err error) 
 // PutClient creates or replaces a client.
 func (s *Store) PutClient(ctx context.Context, c storage.Client) (err error) {
 	defer wrap(&err, "put client %q", c.ID)
+	defer s.clients.invalidate()
 	return putPlain(s, ctx, bucketClients, c.ID, "client id", c)
 }
 
-// GetClient returns ErrNotFound for an unknown id.
+// GetClient returns ErrNotFound for an unknown id. Clients are served from memory once read.
 func (s *Store) GetClient(ctx context.Context, id string) (c storage.Client, err error) {
 	defer wrap(&err, "get client %q", id)
-	return viewRecord[storage.Client](s, ctx, bucketClients, id, nil)
+	if err := ctx.Err(); err != nil {
+		return c, err
+	}
+	return s.clients.get(id, func() (storage.Client, error) {
+		return viewRecord[storage.Client](s, ctx, bucketClients, id, nil)
+	})
 }
 
 // ListClients returns every client ordered by id (bbolt's key order).
@@ -64,6 +71,7 @@ func (s *Store) DeleteClient(ctx context.Context, id string) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer s.clients.invalidate()
 	return s.update(ctx, func(tx *bbolt.Tx) error {
 		b := bkt(tx, bucketClients)
 		if b.Get([]byte(id)) == nil {
@@ -71,6 +79,14 @@ func (s *Store) DeleteClient(ctx context.Context, id string) (err error) {
 		}
 		return b.Delete([]byte(id))
 	})
+}
+
+// cloneClient is a deep copy of c.
+func cloneClient(c storage.Client) storage.Client {
+	c.RedirectURIs = slices.Clone(c.RedirectURIs)
+	c.PostLogoutRedirectURIs = slices.Clone(c.PostLogoutRedirectURIs)
+	c.Groups = slices.Clone(c.Groups)
+	return c
 }
 
 // --- sessions ---
