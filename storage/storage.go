@@ -128,6 +128,23 @@ type AuthRequest struct {
 	SessionID string    `json:"session_id,omitempty"` // the SSO session's id (hash form)
 }
 
+// Completion is what a finished sign-in writes to its auth request (Store.CompleteAuthRequest).
+type Completion struct {
+	Subject  string
+	AuthTime time.Time
+	AMR      []string
+	// NewSession, when not nil, is the SSO session the sign-in started; its ID becomes the
+	// request's SessionID. Otherwise SessionID names the existing session it was completed from.
+	NewSession *Session
+	SessionID  string
+	// ExpiresAt is the least expiry the request gets: its code must stay redeemable.
+	ExpiresAt time.Time
+	// CodeHash, when set, is HashSecret of the code handed to the application, valid until
+	// CodeExpiresAt.
+	CodeHash      string
+	CodeExpiresAt time.Time
+}
+
 // LoginState is the value wecom-oidc sends to WeCom as `state` ([A-Za-z0-9]{32}), mapped to the
 // auth request it continues and the browser that started it. Single use; ten-minute lifetime.
 type LoginState struct {
@@ -302,6 +319,13 @@ type Store interface {
 	DeleteAuthRequest(ctx context.Context, id string) error
 	// SaveCode maps HashSecret(code) to an auth request until expiresAt.
 	SaveCode(ctx context.Context, codeHash, authRequestID string, expiresAt time.Time) error
+	// CompleteAuthRequest records a finished sign-in in one atomic write: the live, not yet done
+	// request id becomes Done with c's subject, auth time, AMR and session; its expiry moves to
+	// c.ExpiresAt if that is later; c.NewSession, when set, is created as it is (its Clients
+	// should name the request's client; ErrAlreadyExists if its id is taken), else the request's
+	// client is added to the session c.SessionID if that is still live; and c.CodeHash, when set, is saved as SaveCode would. ErrNotFound when the request is
+	// unknown or expired, ErrConflict when it is already done; nothing is written then.
+	CompleteAuthRequest(ctx context.Context, id string, c Completion) (AuthRequest, error)
 	// ConsumeCode redeems a code, atomically and exactly once: of any number of concurrent calls
 	// with one code, one returns its auth request and every other fails. A code presented again
 	// after its redemption fails with ErrAlreadyUsed (until the code's own expiry) and, in the same
@@ -325,7 +349,9 @@ type Store interface {
 	// are recorded as issued from that auth request (see ConsumeCode); when refresh.SessionID is
 	// set, the family is recorded under that session (see EndSession). Once the auth request's
 	// code has been replayed, CreateTokens for it fails with ErrRevoked (until the code's expiry),
-	// so a replay racing the first exchange cannot leave live tokens behind.
+	// so a replay racing the first exchange cannot leave live tokens behind; otherwise the auth
+	// request is deleted in the same transaction, as DeleteAuthRequest would (its code has done
+	// its work, and the OP library's DeleteAuthRequest that follows then finds nothing to write).
 	CreateTokens(ctx context.Context, access AccessToken, refresh *RefreshToken) error
 	// GetAccessToken returns a live token: ErrNotFound when unknown or expired, ErrRevoked when it
 	// or its family was revoked.

@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -132,29 +133,47 @@ func (s *Store) DeleteAuthRequest(ctx context.Context, id string) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.update(ctx, func(tx *bbolt.Tx) error {
-		if err := deleteExpiring(tx, bucketAuthRequests, []byte(id)); err != nil {
-			return err
-		}
-		links, codes := bkt(tx, bucketARCodes), bkt(tx, bucketCodes)
-		prefix := lenPrefix(id)
-		for _, k := range prefixKeys(tx, bucketARCodes, prefix) {
-			hash := k[len(prefix):]
-			code, ok, err := getJSON[codeRecord](codes, hash)
-			if err != nil {
-				return err
-			}
-			if ok && code.AuthRequestID == id && !code.Used {
-				if err := deleteExpiring(tx, bucketCodes, hash); err != nil {
-					return err
-				}
-			}
-			if err := links.Delete(k); err != nil {
-				return err
-			}
-		}
+	// Usually the request is gone already (CreateTokens deleted it): find that out without a
+	// write transaction, which would cost a commit.
+	if gone, err := s.authRequestGone(id); err != nil || gone {
+		return err
+	}
+	return s.update(ctx, func(tx *bbolt.Tx) error { return deleteAuthRequest(tx, id) })
+}
+
+// authRequestGone reports whether neither the request nor any code link of it is stored.
+func (s *Store) authRequestGone(id string) (gone bool, err error) {
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		k, _ := bkt(tx, bucketARCodes).Cursor().Seek(lenPrefix(id))
+		gone = bkt(tx, bucketAuthRequests).Get([]byte(id)) == nil && (k == nil || !bytes.HasPrefix(k, lenPrefix(id)))
 		return nil
 	})
+	return gone, err
+}
+
+// deleteAuthRequest is DeleteAuthRequest inside tx.
+func deleteAuthRequest(tx *bbolt.Tx, id string) error {
+	if err := deleteExpiring(tx, bucketAuthRequests, []byte(id)); err != nil {
+		return err
+	}
+	links, codes := bkt(tx, bucketARCodes), bkt(tx, bucketCodes)
+	prefix := lenPrefix(id)
+	for _, k := range prefixKeys(tx, bucketARCodes, prefix) {
+		hash := k[len(prefix):]
+		code, ok, err := getJSON[codeRecord](codes, hash)
+		if err != nil {
+			return err
+		}
+		if ok && code.AuthRequestID == id && !code.Used {
+			if err := deleteExpiring(tx, bucketCodes, hash); err != nil {
+				return err
+			}
+		}
+		if err := links.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SaveCode maps codeHash to a live auth request until expiresAt. A code hash already stored
@@ -177,11 +196,79 @@ func (s *Store) SaveCode(ctx context.Context, codeHash, authRequestID string, ex
 		if _, err := liveAuthRequest(tx, authRequestID, now); err != nil {
 			return err
 		}
-		if err := putNew(tx, bucketCodes, []byte(codeHash), raw, expiresAt, "code"); err != nil {
+		return saveCode(tx, codeHash, authRequestID, raw, expiresAt)
+	})
+}
+
+// saveCode stores an encoded codeRecord and its link to the auth request.
+func saveCode(tx *bbolt.Tx, codeHash, authRequestID string, raw []byte, expiresAt time.Time) error {
+	if err := putNew(tx, bucketCodes, []byte(codeHash), raw, expiresAt, "code"); err != nil {
+		return err
+	}
+	return bkt(tx, bucketARCodes).Put(arCodeKey(authRequestID, codeHash), []byte{})
+}
+
+// CompleteAuthRequest: see storage.Store. The session and code records are encoded before the
+// write; only the auth request, read inside it, is encoded there.
+func (s *Store) CompleteAuthRequest(ctx context.Context, id string, c storage.Completion) (ar storage.AuthRequest, err error) {
+	defer wrap(&err, "complete auth request %q", id)
+	var rawSession, rawCode []byte
+	sessionID := c.SessionID
+	if c.NewSession != nil {
+		if c.NewSession.ID == "" {
+			return ar, errors.New("new session without id")
+		}
+		sessionID = c.NewSession.ID
+		if rawSession, err = encode(*c.NewSession); err != nil {
+			return ar, err
+		}
+	}
+	if c.CodeHash != "" {
+		if rawCode, err = encode(codeRecord{AuthRequestID: id, ExpiresAt: c.CodeExpiresAt}); err != nil {
+			return ar, err
+		}
+	}
+	now := s.now()
+	err = s.update(ctx, func(tx *bbolt.Tx) error {
+		got, err := liveAuthRequest(tx, id, now)
+		if err != nil {
 			return err
 		}
-		return bkt(tx, bucketARCodes).Put(arCodeKey(authRequestID, codeHash), []byte{})
+		if got.Done {
+			return fmt.Errorf("auth request already done: %w", storage.ErrConflict)
+		}
+		got.Done, got.Subject, got.AuthTime, got.AMR, got.SessionID = true, c.Subject, c.AuthTime, c.AMR, sessionID
+		if c.ExpiresAt.After(got.ExpiresAt) {
+			got.ExpiresAt = c.ExpiresAt
+		}
+		raw, err := encode(got)
+		if err != nil {
+			return err
+		}
+		if err := putExpiring(tx, bucketAuthRequests, []byte(id), raw, got.ExpiresAt); err != nil {
+			return err
+		}
+		if c.NewSession != nil {
+			if err := putNew(tx, bucketSessions, []byte(sessionID), rawSession, c.NewSession.ExpiresAt, "session"); err != nil {
+				return err
+			}
+		} else if sessionID != "" {
+			if err := addSessionClient(tx, sessionID, got.ClientID, now); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+		}
+		if c.CodeHash != "" {
+			if err := saveCode(tx, c.CodeHash, id, rawCode, c.CodeExpiresAt); err != nil {
+				return err
+			}
+		}
+		ar = got
+		return nil
 	})
+	if err != nil {
+		return storage.AuthRequest{}, err
+	}
+	return ar, nil
 }
 
 // ConsumeCode redeems a code in one write transaction, so of concurrent redemptions exactly one
@@ -195,16 +282,20 @@ func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.Au
 		return ar, err
 	}
 	now := s.now()
+	if !s.exists(bucketCodes, codeHash) {
+		return ar, storage.ErrNotFound // a wrong code costs no write
+	}
 	var replayedAR string
-	var replayed bool
+	var replayed, missing bool
 	err = s.update(ctx, func(tx *bbolt.Tx) error {
-		replayed, replayedAR = false, ""
+		replayed, replayedAR, missing = false, "", false
 		code, ok, err := getJSON[codeRecord](bkt(tx, bucketCodes), []byte(codeHash))
 		if err != nil {
 			return err
 		}
 		if !ok || expired(code.ExpiresAt, now) {
-			return storage.ErrNotFound
+			missing = true // an answer, not a failure: the writes grouped with this one commit
+			return nil
 		}
 		if code.Used {
 			replayed, replayedAR = true, code.AuthRequestID
@@ -225,6 +316,9 @@ func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.Au
 		ar = got
 		return nil
 	})
+	if err == nil && missing {
+		err = storage.ErrNotFound
+	}
 	if err != nil {
 		return storage.AuthRequest{}, err
 	}
@@ -258,13 +352,17 @@ func (s *Store) ConsumeLoginState(ctx context.Context, state string) (ls storage
 		return ls, err
 	}
 	now := s.now()
+	if !s.exists(bucketLoginStates, state) {
+		return ls, storage.ErrNotFound // a forged state costs no write
+	}
+	var found bool
 	err = s.update(ctx, func(tx *bbolt.Tx) error {
 		got, ok, err := getJSON[storage.LoginState](bkt(tx, bucketLoginStates), []byte(state))
 		if err != nil {
 			return err
 		}
-		if !ok || expired(got.ExpiresAt, now) {
-			return storage.ErrNotFound
+		if found = ok && !expired(got.ExpiresAt, now); !found {
+			return nil // an answer, not a failure: the writes grouped with this one commit
 		}
 		if err := deleteExpiring(tx, bucketLoginStates, []byte(state)); err != nil {
 			return err
@@ -272,6 +370,9 @@ func (s *Store) ConsumeLoginState(ctx context.Context, state string) (ls storage
 		ls = got
 		return nil
 	})
+	if err == nil && !found {
+		err = storage.ErrNotFound
+	}
 	if err != nil {
 		return storage.LoginState{}, err
 	}

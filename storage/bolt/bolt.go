@@ -277,6 +277,18 @@ func (s *Store) Health(ctx context.Context) (err error) {
 	})
 }
 
+// exists reports whether key may be in the bucket: a read that lets a write that would find
+// nothing be answered without queueing for the writer. When the read fails it says yes, and the
+// write reports the failure.
+func (s *Store) exists(bucket, key string) bool {
+	found := false
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		found = bkt(tx, bucket).Get([]byte(key)) != nil
+		return nil
+	})
+	return found || err != nil
+}
+
 // wrap prefixes a non-nil *err with "storage: " and the operation, keeping the chain for
 // errors.Is. Used as `defer wrap(&err, "get client %q", id)`.
 func wrap(err *error, format string, args ...any) {

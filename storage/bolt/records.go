@@ -212,24 +212,27 @@ func (s *Store) AddSessionClient(ctx context.Context, sessionID, clientID string
 		return errors.New("empty client id")
 	}
 	now := s.now()
-	return s.update(ctx, func(tx *bbolt.Tx) error {
-		sess, ok, err := getJSON[storage.Session](bkt(tx, bucketSessions), []byte(sessionID))
-		if err != nil {
-			return err
-		}
-		if !ok || expired(sess.ExpiresAt, now) {
-			return storage.ErrNotFound
-		}
-		if slices.Contains(sess.Clients, clientID) {
-			return nil
-		}
-		sess.Clients = append(sess.Clients, clientID)
-		raw, err := encode(sess)
-		if err != nil {
-			return err
-		}
-		return putExpiring(tx, bucketSessions, []byte(sessionID), raw, sess.ExpiresAt)
-	})
+	return s.update(ctx, func(tx *bbolt.Tx) error { return addSessionClient(tx, sessionID, clientID, now) })
+}
+
+// addSessionClient is AddSessionClient inside tx.
+func addSessionClient(tx *bbolt.Tx, sessionID, clientID string, now time.Time) error {
+	sess, ok, err := getJSON[storage.Session](bkt(tx, bucketSessions), []byte(sessionID))
+	if err != nil {
+		return err
+	}
+	if !ok || expired(sess.ExpiresAt, now) {
+		return storage.ErrNotFound
+	}
+	if slices.Contains(sess.Clients, clientID) {
+		return nil
+	}
+	sess.Clients = append(sess.Clients, clientID)
+	raw, err := encode(sess)
+	if err != nil {
+		return err
+	}
+	return putExpiring(tx, bucketSessions, []byte(sessionID), raw, sess.ExpiresAt)
 }
 
 // EndSession deletes the live session and, in the same write transaction, revokes every refresh

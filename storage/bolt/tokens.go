@@ -210,8 +210,8 @@ func revokeFamily(tx *bbolt.Tx, familyID string) error {
 // An access token naming a family other than the one created here must name a live family.
 //
 // With access.AuthRequestID set, the access token and the new family are linked to the auth
-// request (auth_request_tokens, for ConsumeCode's replay revocation), and an auth request one of
-// whose codes was already replayed gives ErrRevoked. With refresh.SessionID set, the new family
+// request (auth_request_tokens, for ConsumeCode's replay revocation) and the request is deleted,
+// and an auth request one of whose codes was already replayed gives ErrRevoked. With refresh.SessionID set, the new family
 // is linked to the session (session_families, for EndSession).
 func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, refresh *storage.RefreshToken) (err error) {
 	defer wrap(&err, "create tokens (access %q)", access.ID)
@@ -249,6 +249,9 @@ func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, re
 	return s.update(ctx, func(tx *bbolt.Tx) error {
 		if access.AuthRequestID != "" {
 			if err := checkNotReplayed(tx, access.AuthRequestID, now); err != nil {
+				return err
+			}
+			if err := deleteAuthRequest(tx, access.AuthRequestID); err != nil {
 				return err
 			}
 			if err := putLink(tx, bucketARTokens, arTokenKey(access.AuthRequestID, linkAccess, access.ID), access.ExpiresAt); err != nil {

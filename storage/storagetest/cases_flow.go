@@ -190,6 +190,127 @@ func authRequestCases() []testCase {
 	}
 }
 
+func completeCases() []testCase {
+	return []testCase{
+		{"AuthRequest/CompleteWithNewSession", func(t *testing.T, e *env) {
+			ar := e.authRequest("ar1", time.Minute)
+			e.createAuthRequest(t, ar)
+			sess := e.session("1", 8*time.Hour)
+			sess.Clients = []string{ar.ClientID}
+			authTime := e.clock.Now().Add(-time.Second)
+			code := storage.HashSecret("code-ar1")
+			got, err := e.s.CompleteAuthRequest(e.ctx, "ar1", storage.Completion{
+				Subject: "sub-1", AuthTime: authTime, AMR: []string{"wecom"},
+				NewSession: &sess,
+				ExpiresAt:  e.clock.Now().Add(3 * time.Minute), // later than the request's own expiry
+				CodeHash:   code, CodeExpiresAt: e.clock.Now().Add(2 * time.Minute),
+			})
+			noErr(t, err, "CompleteAuthRequest")
+			want := ar
+			want.Done, want.Subject, want.AuthTime, want.AMR, want.SessionID = true, "sub-1", authTime, []string{"wecom"}, sess.ID
+			want.ExpiresAt = e.clock.Now().Add(3 * time.Minute)
+			equal(t, got, want, "CompleteAuthRequest result")
+			stored, err := e.s.GetAuthRequest(e.ctx, "ar1")
+			noErr(t, err, "GetAuthRequest")
+			equal(t, stored, want, "stored auth request")
+			gotSess, err := e.s.GetSession(e.ctx, sess.ID)
+			noErr(t, err, "GetSession")
+			equal(t, gotSess, sess, "created session")
+			e.clock.Advance(90 * time.Second) // past the request's own minute: the new expiry holds
+			redeemed, err := e.s.ConsumeCode(e.ctx, code)
+			noErr(t, err, "ConsumeCode of the completion's code")
+			equal(t, redeemed, want, "ConsumeCode result")
+		}},
+		{"AuthRequest/CompleteFromExistingSession", func(t *testing.T, e *env) {
+			sess := e.session("1", 8*time.Hour)
+			sess.Clients = []string{"other"}
+			noErr(t, e.s.CreateSession(e.ctx, sess), "CreateSession")
+			ar := e.authRequest("ar1", 10*time.Minute)
+			e.createAuthRequest(t, ar)
+			ar2 := e.authRequest("ar2", 10*time.Minute)
+			ar2.ClientID = ar.ClientID // a second sign-in of the same client must not list it twice
+			e.createAuthRequest(t, ar2)
+			for _, id := range []string{"ar1", "ar2"} {
+				_, err := e.s.CompleteAuthRequest(e.ctx, id, storage.Completion{
+					Subject: sess.Subject, AuthTime: sess.AuthTime, AMR: sess.AMR, SessionID: sess.ID,
+				})
+				noErr(t, err, "CompleteAuthRequest("+id+")")
+			}
+			gotSess, err := e.s.GetSession(e.ctx, sess.ID)
+			noErr(t, err, "GetSession")
+			equal(t, gotSess.Clients, []string{"other", ar.ClientID}, "session clients")
+
+			// A session that ended meanwhile does not stop the sign-in it already vouched for.
+			noErr(t, e.s.DeleteSession(e.ctx, sess.ID), "DeleteSession")
+			e.createAuthRequest(t, e.authRequest("ar3", 10*time.Minute))
+			got, err := e.s.CompleteAuthRequest(e.ctx, "ar3", storage.Completion{Subject: sess.Subject, SessionID: sess.ID})
+			noErr(t, err, "CompleteAuthRequest with a session gone")
+			if !got.Done || got.SessionID != sess.ID {
+				t.Fatalf("completed request: Done %v, SessionID %q", got.Done, got.SessionID)
+			}
+		}},
+		{"AuthRequest/CompleteRefusals", func(t *testing.T, e *env) {
+			_, err := e.s.CompleteAuthRequest(e.ctx, "nope", storage.Completion{Subject: "s"})
+			isErr(t, err, storage.ErrNotFound, "CompleteAuthRequest(unknown)")
+
+			e.createAuthRequest(t, e.authRequest("ar1", 10*time.Minute))
+			first := e.session("1", time.Hour)
+			_, err = e.s.CompleteAuthRequest(e.ctx, "ar1", storage.Completion{Subject: "s", NewSession: &first, CodeHash: storage.HashSecret("c1"), CodeExpiresAt: e.clock.Now().Add(time.Minute)})
+			noErr(t, err, "first CompleteAuthRequest")
+			second := e.session("2", time.Hour)
+			_, err = e.s.CompleteAuthRequest(e.ctx, "ar1", storage.Completion{Subject: "attacker", NewSession: &second, CodeHash: storage.HashSecret("c2"), CodeExpiresAt: e.clock.Now().Add(time.Minute)})
+			isErr(t, err, storage.ErrConflict, "second CompleteAuthRequest")
+			// Nothing of the refused completion was written.
+			_, err = e.s.GetSession(e.ctx, second.ID)
+			isErr(t, err, storage.ErrNotFound, "session of the refused completion")
+			_, err = e.s.ConsumeCode(e.ctx, storage.HashSecret("c2"))
+			isErr(t, err, storage.ErrNotFound, "code of the refused completion")
+			got, err := e.s.GetAuthRequest(e.ctx, "ar1")
+			noErr(t, err, "GetAuthRequest")
+			if got.Subject != "s" {
+				t.Fatalf("subject %q after a refused completion, want s", got.Subject)
+			}
+
+			e.createAuthRequest(t, e.authRequest("ar-old", time.Minute))
+			e.clock.Advance(time.Minute)
+			_, err = e.s.CompleteAuthRequest(e.ctx, "ar-old", storage.Completion{Subject: "s"})
+			isErr(t, err, storage.ErrNotFound, "CompleteAuthRequest(expired)")
+		}},
+		{"AuthRequest/ConcurrentCompletionsOneWinner", func(t *testing.T, e *env) {
+			e.createAuthRequest(t, e.authRequest("ar1", 10*time.Minute))
+			errs := race(16, func(i int) error {
+				sess := e.session(fmt.Sprint(i), time.Hour)
+				_, err := e.s.CompleteAuthRequest(e.ctx, "ar1", storage.Completion{Subject: fmt.Sprint("s", i), NewSession: &sess})
+				return err
+			})
+			wins := 0
+			for i, err := range errs {
+				switch {
+				case err == nil:
+					wins++
+				case !errors.Is(err, storage.ErrConflict):
+					t.Errorf("completion %d: %v, want nil or ErrConflict", i, err)
+				}
+			}
+			if wins != 1 {
+				t.Fatalf("%d completions won, want exactly 1", wins)
+			}
+		}},
+		{"AuthRequest/ExchangeDeletesIt", func(t *testing.T, e *env) {
+			_, code := e.issueCode(t, "ar1", 10*time.Minute, time.Minute)
+			e.consume(t, code)
+			at, _ := e.exchange(t, "ar1", "tok", "f1", "")
+			_, err := e.s.GetAuthRequest(e.ctx, "ar1")
+			isErr(t, err, storage.ErrNotFound, "GetAuthRequest after the exchange")
+			noErr(t, e.s.DeleteAuthRequest(e.ctx, "ar1"), "DeleteAuthRequest after the exchange")
+			// The replay still revokes what the code produced.
+			_, err = e.s.ConsumeCode(e.ctx, code)
+			isErr(t, err, storage.ErrAlreadyUsed, "replayed ConsumeCode")
+			e.notLive(t, nil, []storage.AccessToken{at})
+		}},
+	}
+}
+
 func codeCases() []testCase {
 	return []testCase{
 		{"Code/SaveConsume", func(t *testing.T, e *env) {

@@ -47,8 +47,9 @@ func testDeleteExpired(t *testing.T, e *env) {
 	t0 := e.clock.Now()
 	const sweepAfter = 30 * time.Minute
 
-	// Auth requests and codes.
-	arOld := e.authRequest("ar-old", 10*time.Minute)
+	// Auth requests and codes. ("ar-stale", not "ar-old": the access token "old" below names
+	// "ar-old" as its auth request, and CreateTokens deletes the request it names.)
+	arOld := e.authRequest("ar-stale", 10*time.Minute)
 	e.createAuthRequest(t, arOld)
 	arLive, codeLive := e.issueCode(t, "ar-live", time.Hour, time.Hour)
 	codeOld := storage.HashSecret("code-old")

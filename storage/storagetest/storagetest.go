@@ -88,6 +88,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) storage
 	cases = append(cases, hashCases()...)
 	cases = append(cases, clientCases()...)
 	cases = append(cases, authRequestCases()...)
+	cases = append(cases, completeCases()...)
 	cases = append(cases, codeCases()...)
 	cases = append(cases, loginStateCases()...)
 	cases = append(cases, tokenCases()...)
