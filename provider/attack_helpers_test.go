@@ -305,15 +305,20 @@ func toOurCallback(t *testing.T, b *browser, link string) *url.URL {
 	return loc
 }
 
-// toAuthorizeCallback follows raw until the provider sends the browser to its own
-// /authorize/callback (the step that hands out the code), and returns that URL unfetched.
-func toAuthorizeCallback(t *testing.T, b *browser, raw string) *url.URL {
+// toAuthorizeCallback follows raw until the browser reaches the application with its code, and
+// returns the URL of the OP library's /authorize/callback for auth request id — the endpoint that
+// hands out a code for a finished login — unfetched.
+func toAuthorizeCallback(t *testing.T, b *browser, raw, id string) *url.URL {
 	t.Helper()
-	res, loc := b.follow(raw, func(u *url.URL) bool { return strings.HasSuffix(u.Path, "/authorize/callback") || isAppURL(u) })
-	if loc == nil || !strings.HasSuffix(loc.Path, "/authorize/callback") {
-		t.Fatalf("did not reach /authorize/callback (status %d, sent to %v)", res.StatusCode, loc)
+	res, loc := b.follow(raw, isAppURL)
+	if loc == nil {
+		t.Fatalf("did not reach the application (status %d)", res.StatusCode)
 	}
-	return loc
+	cb, err := res.Request.URL.Parse("/authorize/callback?id=" + url.QueryEscape(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cb
 }
 
 // heapAfterGC is the live heap, after a collection.

@@ -485,9 +485,10 @@ func TestAttackLoginReturnWhitelist(t *testing.T) {
 // 3. Login steps replayed, WeCom states forged or reused
 // ---------------------------------------------------------------------------------------------
 
-// TestAttackAuthorizeCallbackFromAnotherBrowser: the step that hands out the code
-// (/authorize/callback?id=…) only works in the browser that logged in: the auth request id alone
-// is worth nothing (Dex CVE-2022-39222).
+// TestAttackAuthorizeCallbackFromAnotherBrowser: the OP library's endpoint that hands out a code
+// for a finished login (/authorize/callback?id=…; our own login pages answer the application
+// directly, but the endpoint stays reachable) only works in the browser that logged in: the auth
+// request id alone is worth nothing (Dex CVE-2022-39222).
 //
 // Defence: intercept (interceptors.go), the /authorize/callback case: sameBrowser against the
 // auth request's BrowserHash before the library's AuthorizeCallback runs.
@@ -496,8 +497,8 @@ func TestAttackAuthorizeCallbackFromAnotherBrowser(t *testing.T) {
 	op := newConfOP(t, harnessOptions{})
 	victim := newBrowser(t, desktopUA)
 	v := authParams(cWeb)
-	_, page := startAt(t, op, victim, v)
-	cb := toAuthorizeCallback(t, victim, clickMember(t, page, "zhangsan"))
+	id, page := startAt(t, op, victim, v)
+	cb := toAuthorizeCallback(t, victim, clickMember(t, page, "zhangsan"), id)
 
 	strangers := map[string]*browser{"fresh browser": newBrowser(t, desktopUA)}
 	withCookie := newBrowser(t, desktopUA)

@@ -21,6 +21,7 @@ type (
 	sessionCtxKey    struct{} // HashSecret of the browser's SSO session cookie (end_session)
 	requestURICtxKey struct{} // the authorization request carried request_uri
 	idpHintCtxKey    struct{} // the authorization request's idp_hint (the library drops it)
+	browserCtxKey    struct{} // HashSecret of the browser's binding cookie (/authorize)
 )
 
 // upstreamHint is what names an upstream in an authorization request: idp_hint, else the login
@@ -30,6 +31,12 @@ func upstreamHint(ctx context.Context, loginHint string) string {
 		return h
 	}
 	return loginHint
+}
+
+// browserHash is the binding of the browser that sent the authorization request ("" outside one).
+func browserHash(ctx context.Context) string {
+	h, _ := ctx.Value(browserCtxKey{}).(string)
+	return h
 }
 
 // intercept runs inside the OP library's router (after its CORS and issuer middleware) and adds
@@ -80,6 +87,9 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 			if h, _ := formValueFold(r.Form, "idp_hint"); h != "" {
 				r = r.WithContext(context.WithValue(r.Context(), idpHintCtxKey{}, h))
 			}
+			// The auth request is bound to this browser when it is created, so that no later
+			// step has to write the binding.
+			r = r.WithContext(context.WithValue(r.Context(), browserCtxKey{}, storage.HashSecret(p.browserID(w, r))))
 		case strings.HasSuffix(path, p.op.UserinfoEndpoint().Relative()):
 			w.Header().Set("Cache-Control", "no-store")
 			w = &errorRewriter{ResponseWriter: w, rewrite: userinfoError(r)}

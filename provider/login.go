@@ -33,9 +33,9 @@ const (
 // wecomStateLen: WeCom accepts [A-Za-z0-9]{0,128} as state; 32 characters carry 190 bits.
 const wecomStateLen = 32
 
-// login is where the OP library sends the browser after /authorize (LoginURL). It binds the auth
-// request to this browser, completes it at once from a valid SSO session, and otherwise sends the
-// person to WeCom with a fresh single-use state.
+// login is the login page of an auth request: where the OP library sends the browser after
+// /authorize (LoginURL), and where the chooser and the retry link lead. It checks the request
+// belongs to this browser (bound at /authorize), then startLogin.
 func (p *Provider) login(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := r.URL.Query().Get("authRequestID")
@@ -45,34 +45,50 @@ func (p *Provider) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lang := pickLang(ar.UILocales, r.Header.Get("Accept-Language"))
-	browser := p.browserID(w, r)
-	ar, err = p.store.UpdateAuthRequest(ctx, ar.ID, func(a *storage.AuthRequest) error {
-		switch a.BrowserHash {
-		case "":
-			a.BrowserHash = storage.HashSecret(browser)
-		case storage.HashSecret(browser):
-		default:
-			return storage.ErrConflict
+	switch {
+	case ar.BrowserHash == "":
+		// Requests are bound at /authorize; one stored by an older version is bound here.
+		browser := p.browserID(w, r)
+		ar, err = p.store.UpdateAuthRequest(ctx, ar.ID, func(a *storage.AuthRequest) error {
+			switch a.BrowserHash {
+			case "":
+				a.BrowserHash = storage.HashSecret(browser)
+			case storage.HashSecret(browser):
+			default:
+				return storage.ErrConflict
+			}
+			return nil
+		})
+		if err != nil {
+			p.failPageLang(w, r, lang, http.StatusBadRequest, msgOtherBrowser, "login: auth request bound to another browser", err)
+			return
 		}
-		return nil
-	})
-	if err != nil {
-		p.failPageLang(w, r, lang, http.StatusBadRequest, msgOtherBrowser, "login: auth request bound to another browser", err)
+	case !p.sameBrowser(r, ar.BrowserHash):
+		p.failPageLang(w, r, lang, http.StatusBadRequest, msgOtherBrowser, "login: auth request bound to another browser", nil)
 		return
 	}
+	p.startLogin(w, r, ar, lang)
+}
+
+// startLogin goes on with ar, bound to this browser: it completes it at once from a valid SSO
+// session, and otherwise sends the person to WeCom with a fresh single-use state (or to the
+// chooser first).
+func (p *Provider) startLogin(w http.ResponseWriter, r *http.Request, ar storage.AuthRequest, lang string) {
+	ctx := r.Context()
 	if ar.Done {
 		http.Redirect(w, r, op.AuthCallbackURL(p.op)(ctx, ar.ID), http.StatusFound)
 		return
 	}
 
 	if sess, ok := p.usableSession(ctx, r, ar); ok {
-		if err := p.complete(ctx, ar.ID, sess.Subject, sess.AuthTime, sess.AMR, sess.ID); err != nil {
+		done, code, err := p.complete(ctx, ar, storage.Completion{Subject: sess.Subject, AuthTime: sess.AuthTime, AMR: sess.AMR, SessionID: sess.ID})
+		if err != nil {
 			p.metrics.login(loginError, "")
 			p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "login: complete from session", err)
 			return
 		}
 		p.metrics.login(loginSession, "")
-		http.Redirect(w, r, op.AuthCallbackURL(p.op)(ctx, ar.ID), http.StatusFound)
+		p.sendCode(w, r, done, code)
 		return
 	}
 	if slices.Contains(ar.Prompt, oidc.PromptNone) {
@@ -86,7 +102,7 @@ func (p *Provider) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := randomAlnum(wecomStateLen)
-	err = p.store.CreateLoginState(ctx, storage.LoginState{
+	err := p.store.CreateLoginState(ctx, storage.LoginState{
 		State:         state,
 		AuthRequestID: ar.ID,
 		Upstream:      up.ID,
@@ -182,19 +198,19 @@ func (p *Provider) wecomCallback(w http.ResponseWriter, r *http.Request) {
 		p.rejectToApp(w, r, ar, oidc.ErrServerError().WithDescription("could not record the sign-in"))
 		return
 	}
-	amr := []string{id.Method}
-	sessionID, err := p.startSession(ctx, w, r, user.Subject, now, amr)
+	sess, secret := p.newSession(ctx, r, user.Subject, now, []string{id.Method})
+	sess.Clients = []string{ar.ClientID}
+	done, code, err := p.complete(ctx, ar, storage.Completion{
+		Subject: user.Subject, AuthTime: now, AMR: sess.AMR, NewSession: &sess,
+	})
 	if err != nil {
-		p.failPage(w, r, http.StatusInternalServerError, msgInternal, "callback: start session", err)
-		return
-	}
-	if err := p.complete(ctx, ar.ID, user.Subject, now, amr, sessionID); err != nil {
 		p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "callback: complete auth request", err)
 		return
 	}
+	http.SetCookie(w, p.cookie(sessionCookie, secret, p.cfg.SessionTTL))
 	p.metrics.login(loginSuccess, up.ID)
 	p.log.InfoContext(ctx, "login", "client_id", ar.ClientID, "sub", user.Subject, "method", id.Method)
-	http.Redirect(w, r, op.AuthCallbackURL(p.op)(ctx, ar.ID), http.StatusFound)
+	p.sendCode(w, r, done, code)
 }
 
 var errUserDisabled = errors.New("provider: user disabled by an operator")
@@ -324,51 +340,61 @@ func (p *Provider) renderChooser(w http.ResponseWriter, lang string, ar storage.
 	p.renderPage(w, lang, http.StatusOK, msgChooser, links...)
 }
 
-// startSession creates an SSO session and its cookie, ending the browser's previous one.
-func (p *Provider) startSession(ctx context.Context, w http.ResponseWriter, r *http.Request, subject string, now time.Time, amr []string) (string, error) {
+// newSession returns a new SSO session (not stored yet) and the secret its cookie carries, and
+// ends the browser's previous session.
+func (p *Provider) newSession(ctx context.Context, r *http.Request, subject string, now time.Time, amr []string) (storage.Session, string) {
 	if old, err := r.Cookie(sessionCookie); err == nil && old.Value != "" {
 		if err := p.store.DeleteSession(ctx, storage.HashSecret(old.Value)); err != nil {
 			p.log.WarnContext(ctx, "could not end the previous session", "error", err)
 		}
 	}
 	secret := newSecret()
-	sess := storage.Session{
+	return storage.Session{
 		ID:        storage.HashSecret(secret),
 		Subject:   subject,
 		AuthTime:  now,
 		AMR:       amr,
 		CreatedAt: now,
 		ExpiresAt: now.Add(p.cfg.SessionTTL),
-	}
-	if err := p.store.CreateSession(ctx, sess); err != nil {
-		return "", err
-	}
-	http.SetCookie(w, p.cookie(sessionCookie, secret, p.cfg.SessionTTL))
-	return sess.ID, nil
+	}, secret
 }
 
-// complete marks the auth request authenticated. It extends the request's life so the code that
-// follows has time to be redeemed even when the person took long at WeCom.
-func (p *Provider) complete(ctx context.Context, id, subject string, authTime time.Time, amr []string, sessionID string) error {
-	ar, err := p.store.UpdateAuthRequest(ctx, id, func(a *storage.AuthRequest) error {
-		if a.Done {
-			return storage.ErrConflict
-		}
-		a.Done, a.Subject, a.AuthTime, a.AMR, a.SessionID = true, subject, authTime, amr, sessionID
-		if exp := p.now().Add(codeTTL + time.Minute); exp.After(a.ExpiresAt) {
-			a.ExpiresAt = exp
-		}
-		return nil
-	})
+// complete marks ar authenticated and saves the code the application will get, in one write
+// (with c's session). The request's life is extended so the code has time to be redeemed even
+// when the person took long at WeCom.
+func (p *Provider) complete(ctx context.Context, ar storage.AuthRequest, c storage.Completion) (storage.AuthRequest, string, error) {
+	code, err := op.BuildAuthRequestCode(&authRequest{ar}, p.op.Crypto())
 	if err != nil {
-		return err
+		return storage.AuthRequest{}, "", err
 	}
-	// The session's clients are the audience of back-channel logout; missing one there is not
-	// worth failing the sign-in over.
-	if err := p.store.AddSessionClient(ctx, sessionID, ar.ClientID); err != nil {
-		p.log.WarnContext(ctx, "could not record the session's client", "client_id", ar.ClientID, "error", err)
+	now := p.now()
+	c.ExpiresAt = now.Add(codeTTL + time.Minute)
+	c.CodeHash, c.CodeExpiresAt = storage.HashSecret(code), now.Add(codeTTL)
+	done, err := p.store.CompleteAuthRequest(ctx, ar.ID, c)
+	if err != nil {
+		return storage.AuthRequest{}, "", err
 	}
-	return nil
+	return done, code, nil
+}
+
+// sendCode answers the application's authorization request with code as the OP library's
+// /authorize/callback would (query, fragment or form_post), without the browser's detour
+// through it.
+func (p *Provider) sendCode(w http.ResponseWriter, r *http.Request, ar storage.AuthRequest, code string) {
+	resp := &op.CodeResponseType{Code: code, State: ar.State}
+	var err error
+	if oidc.ResponseMode(ar.ResponseMode) == oidc.ResponseModeFormPost {
+		setPageHeaders(w.Header(), formPostScriptHash)
+		err = op.AuthResponseFormPost(w, ar.RedirectURI, resp, p.op.Encoder())
+	} else {
+		var target string
+		if target, err = op.AuthResponseURL(ar.RedirectURI, oidc.ResponseType(ar.ResponseType), oidc.ResponseMode(ar.ResponseMode), resp, p.op.Encoder()); err == nil {
+			http.Redirect(w, r, target, http.StatusFound)
+		}
+	}
+	if err != nil {
+		op.AuthRequestError(w, r, &authRequest{ar}, err, p.op)
+	}
 }
 
 // rejectToApp ends the login with an OAuth error at the application's (validated) redirect URI,

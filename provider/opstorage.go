@@ -78,6 +78,7 @@ func (s *opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest
 		Prompt:              req.Prompt,
 		LoginHint:           req.LoginHint,
 		HintSubject:         hintSubject,
+		BrowserHash:         browserHash(ctx),
 		UpstreamHint:        upstreamHint(ctx, req.LoginHint),
 		CreatedAt:           now,
 		ExpiresAt:           now.Add(authRequestTTL),
