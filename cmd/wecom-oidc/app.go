@@ -19,9 +19,6 @@ import (
 	"github.com/wecom-oidc/wecom-oidc/upstream/wecom"
 )
 
-// sweepEvery is how often expired records are deleted.
-const sweepEvery = time.Minute
-
 // shutdownGrace bounds how long in-flight requests may take to finish on SIGINT/SIGTERM.
 const shutdownGrace = 15 * time.Second
 

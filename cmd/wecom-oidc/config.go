@@ -113,6 +113,9 @@ type LogConfig struct {
 // StorageConfig locates the bbolt database.
 type StorageConfig struct {
 	Path string `koanf:"path"` // default ./data/wecom-oidc.db, relative to the working directory
+	// SweepInterval is how often expired records are deleted (default 1m). The database holds
+	// what expired since the last sweep on top of what is live.
+	SweepInterval time.Duration `koanf:"sweep_interval"`
 }
 
 // WeComConfig is the WeCom self-built app that authenticates people.
@@ -271,6 +274,7 @@ func defaultValues() map[string]any {
 		"log.level":                    "info",
 		"log.format":                   "text",
 		"storage.path":                 "./data/wecom-oidc.db",
+		"storage.sweep_interval":       time.Minute,
 		"wecom.scope":                  "snsapi_privateinfo",
 		"wecom.api_base_url":           "https://qyapi.weixin.qq.com",
 		"wecom.oauth_base_url":         "https://open.weixin.qq.com",
@@ -679,6 +683,9 @@ func (c *Config) Validate(mode Mode) error {
 	checkEnum(&ps, "log.format", c.Log.Format, "text", "json")
 	if c.Storage.Path == "" {
 		ps.add("storage.path", "required")
+	}
+	if c.Storage.SweepInterval < time.Second {
+		ps.add("storage.sweep_interval", "must be at least 1s")
 	}
 	if len(c.Upstreams) == 0 {
 		c.WeCom.validate(&ps, "wecom.", serve,

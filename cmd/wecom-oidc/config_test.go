@@ -188,7 +188,7 @@ func TestConfigDefaults(t *testing.T) {
 	want := Config{
 		Listen:  "127.0.0.1:8080",
 		Log:     LogConfig{Level: "info", Format: "text"},
-		Storage: StorageConfig{Path: "./data/wecom-oidc.db"},
+		Storage: StorageConfig{Path: "./data/wecom-oidc.db", SweepInterval: time.Minute},
 		WeCom: WeComConfig{
 			Scope:        "snsapi_privateinfo",
 			APIBaseURL:   "https://qyapi.weixin.qq.com",
@@ -321,8 +321,8 @@ func TestConfigEnvKeys(t *testing.T) {
 			}
 		}
 	}
-	if len(names) != 37 {
-		t.Errorf("got %d environment keys, want 37 (update this test when adding a key): %q", len(names), names)
+	if len(names) != 38 {
+		t.Errorf("got %d environment keys, want 38 (update this test when adding a key): %q", len(names), names)
 	}
 }
 

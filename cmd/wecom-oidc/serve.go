@@ -109,7 +109,7 @@ func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serv
 		opts.ready(issuer)
 	}
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
-	swept := sweep(sweepCtx, store, sweepEvery, log)
+	swept := sweep(sweepCtx, store, cfg.Storage.SweepInterval, log)
 	rotated := make(chan struct{})
 	go func() { defer close(rotated); keySet.Run(sweepCtx) }() // scheduled key rotation
 	err = serveUntilDone(ctx, ln, handler, cfg.HTTP, log)
