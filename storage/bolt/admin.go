@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -175,9 +176,6 @@ const (
 	statKeys          = "keys"
 )
 
-// statsCheckEvery is how many records Stats counts between two looks at its context.
-const statsCheckEvery = 1024
-
 // Stats counts the live records of each kind by the Store's clock:
 //
 //	clients, users   every record (they do not expire)
@@ -187,96 +185,103 @@ const statsCheckEvery = 1024
 //	access_tokens    unexpired access tokens not revoked, by themselves or through their family
 //	refresh_tokens   unexpired refresh tokens not rotated, whose family is live and not revoked
 //
-// Each kind is counted in its own read transaction (View only, so writers go on, and no snapshot
-// is held for the whole scrape): each count is consistent, but they may come from slightly
-// different moments. The cost is one pass over those buckets, decoding the records whose
-// liveness depends on their value; each family record is read once. ctx is checked between
-// kinds and every statsCheckEvery records.
+// Each kind is counted in short read transactions of statsChunk records (see countWhere), so
+// writers go on and no snapshot is held for the whole scrape: the counts are approximate while
+// writes go on. The cost is one pass over those buckets, decoding the records whose liveness
+// depends on their value; each family record is read once. ctx is checked between chunks.
 func (s *Store) Stats(ctx context.Context) (stats map[string]int, err error) {
 	defer wrap(&err, "stats")
 	now := s.now()
-	type tally = func(tx *bbolt.Tx) (int, error)
-	all := func(bucket string) tally {
-		return func(tx *bbolt.Tx) (int, error) {
-			return countWhere(ctx, tx, bucket, func(_ []byte) (bool, error) { return true, nil })
-		}
-	}
-	live := func(bucket string, keep func(tx *bbolt.Tx, t tokenOwner) bool) tally {
-		return func(tx *bbolt.Tx) (int, error) {
-			return countWhere(ctx, tx, bucket, func(raw []byte) (bool, error) {
-				var t tokenOwner
-				if err := json.Unmarshal(raw, &t); err != nil {
-					return false, err
-				}
-				return !expired(t.ExpiresAt, now) && keep(tx, t), nil
-			})
+	type keeper = func(tx *bbolt.Tx, raw []byte) (bool, error)
+	all := func(*bbolt.Tx, []byte) (bool, error) { return true, nil }
+	live := func(keep func(tx *bbolt.Tx, t tokenOwner) bool) keeper {
+		return func(tx *bbolt.Tx, raw []byte) (bool, error) {
+			var t tokenOwner
+			if err := json.Unmarshal(raw, &t); err != nil {
+				return false, err
+			}
+			return !expired(t.ExpiresAt, now) && keep(tx, t), nil
 		}
 	}
 	always := func(*bbolt.Tx, tokenOwner) bool { return true }
 	accessFamily, refreshFamily := familyCache(now), familyCache(now)
 	steps := []struct {
-		key   string
-		count tally
+		key, bucket string
+		keep        keeper
 	}{
-		{statClients, all(bucketClients)},
-		{statUsers, all(bucketUsers)},
-		{statKeys, func(tx *bbolt.Tx) (int, error) {
-			return countWhere(ctx, tx, bucketKeys, func(raw []byte) (bool, error) {
-				var k struct {
-					NotAfter time.Time `json:"not_after"`
-				}
-				if err := json.Unmarshal(raw, &k); err != nil {
-					return false, err
-				}
-				return k.NotAfter.IsZero() || k.NotAfter.After(now), nil
-			})
+		{statClients, bucketClients, all},
+		{statUsers, bucketUsers, all},
+		{statKeys, bucketKeys, func(_ *bbolt.Tx, raw []byte) (bool, error) {
+			var k struct {
+				NotAfter time.Time `json:"not_after"`
+			}
+			if err := json.Unmarshal(raw, &k); err != nil {
+				return false, err
+			}
+			return k.NotAfter.IsZero() || k.NotAfter.After(now), nil
 		}},
-		{statSessions, live(bucketSessions, always)},
-		{statAuthRequests, live(bucketAuthRequests, always)},
-		{statAccessTokens, live(bucketAccessTokens, func(tx *bbolt.Tx, t tokenOwner) bool {
+		{statSessions, bucketSessions, live(always)},
+		{statAuthRequests, bucketAuthRequests, live(always)},
+		{statAccessTokens, bucketAccessTokens, live(func(tx *bbolt.Tx, t tokenOwner) bool {
 			return !t.Revoked && (t.FamilyID == "" || accessFamily(tx, t.FamilyID))
 		})},
-		{statRefreshTokens, live(bucketRefreshTokens, func(tx *bbolt.Tx, t tokenOwner) bool {
+		{statRefreshTokens, bucketRefreshTokens, live(func(tx *bbolt.Tx, t tokenOwner) bool {
 			return t.RotatedAt == nil && refreshFamily(tx, t.FamilyID)
 		})},
 	}
 	stats = make(map[string]int, len(steps))
 	for _, st := range steps {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		err := s.db.View(func(tx *bbolt.Tx) error {
-			n, err := st.count(tx)
-			stats[st.key] = n
-			return err
-		})
+		n, err := s.countWhere(ctx, st.bucket, st.keep)
 		if err != nil {
 			return nil, fmt.Errorf("count %s: %w", st.key, err)
 		}
+		stats[st.key] = n
 	}
 	return stats, nil
 }
 
-// countWhere counts the records of bucket whose value keep accepts, checking ctx every
-// statsCheckEvery records.
-func countWhere(ctx context.Context, tx *bbolt.Tx, bucket string, keep func(raw []byte) (bool, error)) (int, error) {
-	n, seen := 0, 0
-	err := bkt(tx, bucket).ForEach(func(k, raw []byte) error {
-		if seen++; seen%statsCheckEvery == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
+// statsChunk is how many records countWhere reads per read transaction.
+const statsChunk = 1000
+
+// countWhere counts the records of bucket whose value keep accepts, statsChunk records per read
+// transaction, checking ctx between them. bbolt reuses a page freed by a write only once every
+// read transaction older than the write has ended: one transaction over a large bucket made
+// the file grow under write load for as long as it lasted (a second and more, at every scrape
+// of /metrics).
+func (s *Store) countWhere(ctx context.Context, bucket string, keep func(tx *bbolt.Tx, raw []byte) (bool, error)) (int, error) {
+	n := 0
+	var from []byte // the first key of the next chunk; nil: the bucket's start
+	for {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		more := false
+		err := s.db.View(func(tx *bbolt.Tx) error {
+			c := bkt(tx, bucket).Cursor()
+			k, raw := c.First()
+			if from != nil {
+				k, raw = c.Seek(from)
 			}
+			for i := 0; k != nil; k, raw = c.Next() {
+				if i == statsChunk {
+					from, more = bytes.Clone(k), true
+					return nil
+				}
+				i++
+				ok, err := keep(tx, raw)
+				if err != nil {
+					return fmt.Errorf("decode record %q: %w", k, err)
+				}
+				if ok {
+					n++
+				}
+			}
+			return nil
+		})
+		if err != nil || !more {
+			return n, err
 		}
-		ok, err := keep(raw)
-		if err != nil {
-			return fmt.Errorf("decode record %q: %w", k, err)
-		}
-		if ok {
-			n++
-		}
-		return nil
-	})
-	return n, err
+	}
 }
 
 // familyCache returns a function reporting whether a refresh family is live (known, unexpired,
