@@ -9,13 +9,22 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
 // version is set at build time: -ldflags "-X main.version=…".
 var version = "dev"
 
+// gcPercent is the collector's target unless GOGC is set. A serving process keeps a small live
+// heap (about 10 MiB) and makes garbage per request: collecting at five times the live heap
+// rather than twice cut a tenth of the CPU per login and refresh (make bench) for a few MiB.
+const gcPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
