@@ -43,6 +43,21 @@ fuzz: ## Fuzz /authorize, the WeCom callback, /oauth/token, WeCom's answers, the
 crash: ## SIGKILL the server under write load 3 times; every acknowledged write must survive
 	$(GO) test -tags crash -count=1 -run TestCrashUnderWriteLoad -v ./cmd/wecom-oidc
 
+# make bench: the Go benchmarks of the hot paths (BENCHTIME each), then the load generator against
+# `wecom-oidc dev` on loopback (BENCHFLAGS: -concurrency, -duration, -check, -json FILE, …; run
+# `go run ./cmd/wecom-oidc-bench -h`). docs/performance.md explains the figures.
+BENCHTIME  ?= 1s
+BENCHFLAGS ?= -check
+
+.PHONY: bench
+bench: build ## Measure: hot-path Go benchmarks, then logins/refresh/userinfo at 32 concurrent against the ceilings
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./keys ./storage/bolt ./upstream/wecom ./provider
+	$(GO) run ./cmd/wecom-oidc-bench -server $(BIN) $(BENCHFLAGS)
+
+.PHONY: soak
+soak: build ## 10-minute mixed load: the database and the server's memory must end no larger than after minute one
+	$(GO) run ./cmd/wecom-oidc-bench -server $(BIN) -soak 10m -check
+
 .PHONY: interop
 interop: build ## Test against openid-client, an OpenID-certified relying party (needs Node 20+, npm)
 	cd interop/openid-client && npm ci --no-audit --no-fund --prefer-offline && node --test
