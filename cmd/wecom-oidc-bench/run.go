@@ -64,7 +64,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the phases: a mixed load for this long, watching the server's memory, database and records")
 	fs.DurationVar(&o.soakBaseline, "soak-baseline", time.Minute, "with -soak: compare the end with the sample taken this far into the soak")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the whole result as JSON to this file")
-	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the server during the logins phase to this file (a server we start)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the server during the first measured phase (see -phases) to this file (a server we start)")
 	fs.BoolVar(&o.check, "check", false, "exit non-zero, after the report, when a target is missed")
 	fs.Float64Var(&o.targets.LoginsRatio, "target-logins", 0.55, "target: logins/s ≥ this × RS256 signatures/s")
 	fs.Float64Var(&o.targets.RefreshRatio, "target-refresh", 0.85, "target: refreshes/s ≥ this × RS256 signatures/s")
@@ -287,6 +287,7 @@ func (o options) bench(ctx context.Context, srv *server, t *target, res *result,
 		}
 	}
 
+	profiled := false // -cpuprofile covers the first measured phase
 	for _, ph := range phases {
 		if !slices.Contains(o.phases, ph.name) {
 			continue
@@ -294,23 +295,24 @@ func (o options) bench(ctx context.Context, srv *server, t *target, res *result,
 		spec := phaseSpec{name: ph.name, workers: o.concurrency, duration: o.duration, meter: meter}
 		var poolErrors map[string]int
 		var profileDone chan struct{}
+		if o.cpuprofile != "" && srv.started && !profiled {
+			profiled = true
+			profileDone = make(chan struct{})
+			spec.started = func() {
+				go func() {
+					defer close(profileDone)
+					seconds := max(1, int((o.duration-time.Second)/time.Second))
+					if err := srv.fetchProfile(ctx, seconds, o.cpuprofile); err != nil {
+						logf(stderr, "warning: %v", err)
+					} else {
+						logf(stderr, "cpu profile of the %s phase, %ds, written to %s", ph.name, seconds, o.cpuprofile)
+					}
+				}()
+			}
+		}
 		switch ph.name {
 		case "logins":
 			spec.prepare = loginsPrepare(t)
-			if o.cpuprofile != "" && srv.started {
-				profileDone = make(chan struct{})
-				spec.started = func() {
-					go func() {
-						defer close(profileDone)
-						seconds := max(1, int((o.duration-time.Second)/time.Second))
-						if err := srv.fetchProfile(ctx, seconds, o.cpuprofile); err != nil {
-							logf(stderr, "warning: %v", err)
-						} else {
-							logf(stderr, "cpu profile of %ds written to %s", seconds, o.cpuprofile)
-						}
-					}()
-				}
-			}
 		case "exchange":
 			size := o.concurrency * poolPerWorker
 			logf(stderr, "exchange: obtaining up to %d codes", size)

@@ -127,19 +127,22 @@ wecom_oidc_logins_total{result="success",upstream="default"} 5
 func TestSoakCompare(t *testing.T) {
 	size := func(mib int64) *int64 { v := mib << 20; return &v }
 	samples := []soakSample{
-		{AtSec: 10, DBSize: size(16), RSS: size(30)},
-		{AtSec: 60, DBSize: size(32), RSS: size(40)},
-		{AtSec: 120, DBSize: size(32), RSS: size(42)},
+		{AtSec: 10, DBSize: size(16), RSS: size(30), LiveHeap: size(10)},
+		{AtSec: 60, DBSize: size(32), RSS: size(40), LiveHeap: size(12)},
+		{AtSec: 120, DBSize: size(32), RSS: size(42), LiveHeap: size(12)},
 	}
 	base, note := soakBaseline(samples, 10*time.Minute, time.Minute)
 	if base.AtSec != 60 || note != "" {
 		t.Errorf("baseline at %vs (note %q), want 60s", base.AtSec, note)
 	}
-	if c := compareSoak(base, soakSample{DBSize: size(32), RSS: size(39)}); !c.Pass || c.Skipped {
-		t.Errorf("flat database, lower RSS: %s %s", c.verdict(), c.Figure)
+	if c := compareSoak(base, soakSample{DBSize: size(32), RSS: size(45), LiveHeap: size(13)}); !c.Pass || c.Skipped {
+		t.Errorf("flat database, heap within the noise (RSS not compared): %s %s", c.verdict(), c.Figure)
 	}
-	if c := compareSoak(base, soakSample{DBSize: size(48), RSS: size(39)}); c.Pass {
+	if c := compareSoak(base, soakSample{DBSize: size(48), RSS: size(39), LiveHeap: size(12)}); c.Pass {
 		t.Errorf("grown database: %s %s", c.verdict(), c.Figure)
+	}
+	if c := compareSoak(base, soakSample{DBSize: size(32), RSS: size(39), LiveHeap: size(20)}); c.Pass {
+		t.Errorf("grown heap: %s %s", c.verdict(), c.Figure)
 	}
 	if c := compareSoak(soakSample{}, soakSample{}); !c.Skipped || failed([]checkResult{c}) {
 		t.Errorf("nothing measured: %s", c.verdict())

@@ -124,8 +124,8 @@ func devConfig(secret, socket string, soak bool) string {
 	b.WriteString("log: {level: warn}\n")
 	fmt.Fprintf(&b, "admin: {socket: %s}\n", strconv.Quote(socket))
 	if soak {
-		b.WriteString("tokens: {access_token_ttl: 20s, id_token_ttl: 20s, refresh_token_ttl: 30s, session_ttl: 30s}\n")
-		b.WriteString("storage: {sweep_interval: 5s}\n")
+		b.WriteString("tokens: {access_token_ttl: 10s, id_token_ttl: 10s, refresh_token_ttl: 15s, session_ttl: 15s}\n")
+		b.WriteString("storage: {sweep_interval: 2s}\n")
 	}
 	b.WriteString("clients:\n")
 	fmt.Fprintf(&b, "  - id: %s\n", benchClientID)
@@ -411,8 +411,41 @@ const maxProfile = 64 << 20
 // fetchProfile asks a server we started, through its admin socket, for a CPU profile of the
 // next seconds (GET /debug/pprof/profile) and writes it to path.
 func (s *server) fetchProfile(ctx context.Context, seconds int, path string) error {
+	body, err := s.adminGet(ctx, "/debug/pprof/profile?seconds="+strconv.Itoa(seconds), time.Duration(seconds)*time.Second+30*time.Second)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	return nil
+}
+
+// liveHeap asks the server, through its admin socket, to collect garbage and report its heap
+// (GET /debug/pprof/heap?gc=1&debug=1, whose text ends with runtime.MemStats): the bytes of
+// live objects, which only a leak makes grow over a steady load.
+func (s *server) liveHeap(ctx context.Context) (int64, error) {
+	body, err := s.adminGet(ctx, "/debug/pprof/heap?gc=1&debug=1", 30*time.Second)
+	if err != nil {
+		return 0, fmt.Errorf("heap: %w", err)
+	}
+	return parseHeapAlloc(string(body))
+}
+
+// parseHeapAlloc reads "# HeapAlloc = N" from a debug=1 heap profile.
+func parseHeapAlloc(text string) (int64, error) {
+	for line := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "# HeapAlloc = "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("heap profile without HeapAlloc")
+}
+
+// adminGet GETs path from the admin socket of a server we started.
+func (s *server) adminGet(ctx context.Context, path string, timeout time.Duration) ([]byte, error) {
 	if s.adminSocket == "" {
-		return errors.New("cpu profile: no admin socket known")
+		return nil, errors.New("no admin socket known")
 	}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -421,28 +454,24 @@ func (s *server) fetchProfile(ctx context.Context, seconds int, path string) err
 		},
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: time.Duration(seconds)*time.Second + 30*time.Second}
-	u := "http://unix/debug/pprof/profile?seconds=" + strconv.Itoa(seconds)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	client := &http.Client{Transport: tr, Timeout: timeout}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://unix"+path, nil)
 	if err != nil {
-		return fmt.Errorf("cpu profile: %w", err)
+		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("cpu profile: %w", err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxProfile))
 	if err != nil {
-		return fmt.Errorf("cpu profile: %w", err)
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("cpu profile: GET %s over %s: %s", req.URL.Path, s.adminSocket, resp.Status)
+		return nil, fmt.Errorf("GET %s over %s: %s", req.URL.Path, s.adminSocket, resp.Status)
 	}
-	if err := os.WriteFile(path, body, 0o644); err != nil {
-		return fmt.Errorf("cpu profile: %w", err)
-	}
-	return nil
+	return body, nil
 }
 
 // loadAverage is the machine's load average over 1, 5 and 15 minutes ("" when unknown).

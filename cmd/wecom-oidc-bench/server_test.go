@@ -98,7 +98,7 @@ func TestDevConfig(t *testing.T) {
 		t.Errorf("benchmark config sets token lifetimes:\n%s", cfg)
 	}
 	soak := devConfig("x", "/s", true)
-	if !strings.Contains(soak, "tokens: {access_token_ttl: 20s, id_token_ttl: 20s, refresh_token_ttl: 30s, session_ttl: 30s}\n") {
+	if !strings.Contains(soak, "tokens: {access_token_ttl: 10s, id_token_ttl: 10s, refresh_token_ttl: 15s, session_ttl: 15s}\n") {
 		t.Errorf("soak config lacks the short lifetimes:\n%s", soak)
 	}
 }
@@ -107,5 +107,15 @@ func TestServerEnv(t *testing.T) {
 	got := serverEnv([]string{"PATH=/bin", "WECOM_OIDC_LISTEN=0.0.0.0:80", "HOME=/root", "WECOM_OIDC_LOG__LEVEL=debug"})
 	if strings.Join(got, " ") != "PATH=/bin HOME=/root" {
 		t.Errorf("serverEnv = %q", got)
+	}
+}
+
+func TestParseHeapAlloc(t *testing.T) {
+	text := "heap profile: 1: 2 [3: 4] @ heap/1048576\n\n# runtime.MemStats\n# Alloc = 123\n# TotalAlloc = 999\n# HeapAlloc = 12345678\n# HeapSys = 1\n"
+	if got, err := parseHeapAlloc(text); err != nil || got != 12345678 {
+		t.Fatalf("parseHeapAlloc = %d, %v; want 12345678", got, err)
+	}
+	if _, err := parseHeapAlloc("# Alloc = 1\n"); err == nil {
+		t.Fatal("parseHeapAlloc without HeapAlloc: no error")
 	}
 }
