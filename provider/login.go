@@ -203,8 +203,12 @@ func (p *Provider) wecomCallback(w http.ResponseWriter, r *http.Request) {
 	done, code, err := p.complete(ctx, ar, storage.Completion{
 		Subject: user.Subject, AuthTime: now, AMR: sess.AMR, NewSession: &sess,
 	})
-	if err != nil {
-		p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "callback: complete auth request", err)
+	switch {
+	case errors.Is(err, storage.ErrNotFound), errors.Is(err, storage.ErrConflict):
+		p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "callback: auth request expired or already done", err)
+		return
+	case err != nil:
+		p.failPage(w, r, http.StatusInternalServerError, msgInternal, "callback: complete auth request", err)
 		return
 	}
 	http.SetCookie(w, p.cookie(sessionCookie, secret, p.cfg.SessionTTL))
