@@ -206,6 +206,7 @@ func (p *Provider) opOptions(issuer *url.URL) []op.Option {
 	// unless told otherwise; keys.algorithm may be EdDSA.
 	algs := []string{"RS256", "ES256", "EdDSA"}
 	opts := []op.Option{
+		op.WithCrypto(newTokenCrypto(p.cfg.Keys.CryptoKey())),
 		op.WithHttpInterceptors(p.intercept),
 		op.WithAccessTokenVerifierOpts(op.WithSupportedAccessTokenSigningAlgorithms(algs...)),
 		op.WithIDTokenHintVerifierOpts(op.WithSupportedIDTokenHintSigningAlgorithms(algs...)),
