@@ -56,7 +56,7 @@ bench: build ## Measure: hot-path Go benchmarks, then logins/refresh/userinfo at
 
 .PHONY: soak
 soak: build ## 10-minute mixed load: the database and the server's memory must end no larger than after minute one
-	$(GO) run ./cmd/wecom-oidc-bench -server $(BIN) -soak 10m -check
+	$(GO) run ./cmd/wecom-oidc-bench -server $(BIN) -warmup 3m -soak 10m -check
 
 .PHONY: interop
 interop: build ## Test against openid-client, an OpenID-certified relying party (needs Node 20+, npm)

@@ -57,7 +57,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.pid, "pid", 0, "with -url: the server's process id, to measure its CPU and memory")
 	fs.IntVar(&o.concurrency, "concurrency", 32, "workers per phase")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of each measured phase")
-	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "logins before the measured phases, not reported")
+	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "load before the measured phases (with -soak: before the soak, to reach the store's steady state), not reported")
 	fs.DurationVar(&o.ceilingDuration, "ceiling-duration", 5*time.Second, "length of each ceiling measurement")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of each HTTP request")
 	phaseList := fs.String("phases", "logins,exchange,refresh,userinfo", "measured phases, comma-separated (run in this order: logins, exchange, refresh, userinfo)")
@@ -214,7 +214,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		LoadAverage:     load,
 	}
 	if o.soak > 0 {
-		res.Soak, err = runSoak(ctx, t, srv, o.concurrency, o.soak, o.soakBaseline, stdout)
+		res.Soak, err = runSoak(ctx, t, srv, o.concurrency, o.warmup, o.soak, o.soakBaseline, stdout)
 		if err != nil {
 			return err
 		}

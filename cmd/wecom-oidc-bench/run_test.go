@@ -135,8 +135,17 @@ func TestSoakCompare(t *testing.T) {
 	if base.AtSec != 60 || note != "" {
 		t.Errorf("baseline at %vs (note %q), want 60s", base.AtSec, note)
 	}
-	if c := compareSoak(base, soakSample{DBSize: size(32), RSS: size(45), LiveHeap: size(13)}); !c.Pass || c.Skipped {
-		t.Errorf("flat database, heap within the noise (RSS not compared): %s %s", c.verdict(), c.Figure)
+	if c := compareSoak(base, soakSample{DBSize: size(32), RSS: size(45), LiveHeap: size(12)}); !c.Pass || c.Skipped {
+		t.Errorf("flat database and heap (RSS not compared): %s %s", c.verdict(), c.Figure)
+	}
+	// The heap compared is the highest up to the baseline and the lowest over the last minute.
+	noisy := []soakSample{
+		{AtSec: 30, LiveHeap: size(15)}, {AtSec: 60, LiveHeap: size(9)},
+		{AtSec: 500, LiveHeap: size(14)}, {AtSec: 550, LiveHeap: size(11)}, {AtSec: 600, LiveHeap: size(16)},
+	}
+	b, f := heapBounds(noisy[1], noisy[4], noisy)
+	if *b.LiveHeap != 15<<20 || *f.LiveHeap != 11<<20 {
+		t.Errorf("heapBounds: %d, %d; want 15 MiB (highest to 60s) and 11 MiB (lowest from 540s)", *b.LiveHeap>>20, *f.LiveHeap>>20)
 	}
 	if c := compareSoak(base, soakSample{DBSize: size(48), RSS: size(39), LiveHeap: size(12)}); c.Pass {
 		t.Errorf("grown database: %s %s", c.verdict(), c.Figure)
@@ -150,5 +159,19 @@ func TestSoakCompare(t *testing.T) {
 	short, note := soakBaseline(samples, time.Minute, time.Minute)
 	if short.AtSec != 60 || note == "" {
 		t.Errorf("1-minute soak: baseline at %vs, note %q; want the first sample at or after 30s and a note", short.AtSec, note)
+	}
+}
+
+func TestWriteSoakSummary(t *testing.T) {
+	size := func(mib int64) *int64 { v := mib << 20; return &v }
+	smp := soakSample{AtSec: 60, RSS: size(80), RSSAnon: size(27), LiveHeap: size(7), DBSize: size(48), Records: map[string]int{"sessions": 3}}
+	res := &soakResult{Duration: "10m0s", Load: &phaseResult{Ops: 10, OpsPerSec: 1}, Baseline: smp, Final: smp}
+	res.Check = compareSoak(smp, smp)
+	var out strings.Builder
+	writeSoakSummary(&out, res)
+	for _, want := range []string{"baseline", "end", "7.0 MiB", "48.0 MiB", "sessions=3", "PASS"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
 	}
 }
