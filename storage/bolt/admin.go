@@ -31,6 +31,7 @@ func (s *Store) UpdateUser(ctx context.Context, subject string, fn func(u *stora
 	}
 	var out storage.User
 	var fnErr error
+	defer s.users.forget(subject)
 	err := s.update(ctx, func(tx *bbolt.Tx) error {
 		b := bkt(tx, bucketUsers)
 		u, ok, err := getJSON[storage.User](b, []byte(subject))

@@ -176,6 +176,7 @@ type Store struct {
 	closed  atomic.Bool
 
 	clients recordCache[storage.Client]
+	users   recordCache[storage.User]
 
 	// The group-commit writer (writer.go).
 	writes     chan writeRequest
@@ -238,6 +239,7 @@ func Open(path string, opts Options) (*Store, error) {
 	s := &Store{
 		db: db, path: path, now: opts.Now, gcChunk: defaultGCChunk,
 		clients:    recordCache[storage.Client]{clone: cloneClient},
+		users:      recordCache[storage.User]{clone: cloneUser, limit: userCacheSize},
 		writes:     make(chan writeRequest),
 		stopWriter: make(chan struct{}),
 		writerDone: make(chan struct{}),

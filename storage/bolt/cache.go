@@ -2,13 +2,16 @@ package bolt
 
 import "sync"
 
-// recordCache keeps decoded records of a bucket that every request reads and operators rarely
-// write (clients), so a request does not decode the same JSON again and again. It is coherent
-// because this Store is the file's only writer (bbolt's lock keeps other processes out): every
-// write of the bucket calls invalidate once it has committed.
+// recordCache keeps decoded records of a bucket that requests read again and again (clients,
+// users), so a request does not decode the same JSON each time. It is coherent because this
+// Store is the file's only writer (bbolt's lock keeps other processes out): every write of the
+// bucket calls forget or invalidate once it has committed.
 type recordCache[T any] struct {
 	// clone copies a value deeply: callers own what they get, as the storage contract says.
 	clone func(T) T
+	// limit bounds the values kept (0: no bound); reaching it empties the cache, which refills
+	// with what is read next.
+	limit int
 
 	mu sync.RWMutex
 	// gen counts invalidations, so that a value read from the database before a write committed
@@ -33,13 +36,31 @@ func (c *recordCache[T]) get(key string, read func() (T, error)) (T, error) {
 	}
 	c.mu.Lock()
 	if c.gen == gen {
-		if c.m == nil {
-			c.m = make(map[string]T)
-		}
-		c.m[key] = c.clone(v)
+		c.store(key, c.clone(v))
 	}
 	c.mu.Unlock()
 	return v, nil
+}
+
+// store keeps v; c.mu must be held.
+func (c *recordCache[T]) store(key string, v T) {
+	if c.m == nil {
+		c.m = make(map[string]T)
+	}
+	if _, ok := c.m[key]; !ok && c.limit > 0 && len(c.m) >= c.limit {
+		clear(c.m)
+	}
+	c.m[key] = v
+}
+
+// forget drops key's value after a write of it has committed (or may have): the next read
+// loads it again, and reads that began before the write are not cached. (Storing the written
+// value instead would need the writes' commit order: two writers' puts may come in either order.)
+func (c *recordCache[T]) forget(key string) {
+	c.mu.Lock()
+	c.gen++
+	delete(c.m, key)
+	c.mu.Unlock()
 }
 
 // invalidate forgets every cached value.

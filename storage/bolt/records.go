@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -132,13 +133,34 @@ func (s *Store) DeleteSession(ctx context.Context, id string) (err error) {
 // PutUser creates or replaces the user.
 func (s *Store) PutUser(ctx context.Context, u storage.User) (err error) {
 	defer wrap(&err, "put user %q", u.Subject)
+	defer s.users.forget(u.Subject)
 	return putPlain(s, ctx, bucketUsers, u.Subject, "subject", u)
 }
 
-// GetUser returns ErrNotFound for an unknown subject.
+// GetUser returns ErrNotFound for an unknown subject. The users read most recently are served
+// from memory (up to userCacheSize): every token request and userinfo call reads its user.
 func (s *Store) GetUser(ctx context.Context, subject string) (u storage.User, err error) {
 	defer wrap(&err, "get user %q", subject)
-	return viewRecord[storage.User](s, ctx, bucketUsers, subject, nil)
+	if err := ctx.Err(); err != nil {
+		return u, err
+	}
+	return s.users.get(subject, func() (storage.User, error) {
+		return viewRecord[storage.User](s, ctx, bucketUsers, subject, nil)
+	})
+}
+
+// userCacheSize bounds the users kept decoded in memory (a few MiB).
+const userCacheSize = 4096
+
+// cloneUser is a deep copy of u.
+func cloneUser(u storage.User) storage.User {
+	u.Departments = slices.Clone(u.Departments)
+	for i := range u.Departments {
+		u.Departments[i].Path = slices.Clone(u.Departments[i].Path)
+	}
+	u.Tags = slices.Clone(u.Tags)
+	u.Extra = maps.Clone(u.Extra)
+	return u
 }
 
 // ListUsers returns every user ordered by subject.
