@@ -19,8 +19,14 @@ run: ## Start the provider in dev mode: simulated WeCom, demo client, database u
 	$(GO) run -ldflags "-X main.version=$(VERSION)" ./cmd/wecom-oidc dev
 
 .PHONY: test
-test: ## Run every test, with the race detector
+test: etcd ## Run every test, with the race detector (the etcd backend's against a real etcd)
 	$(GO) test -race -count=1 ./...
+
+.PHONY: etcd
+etcd: ## Install Debian's etcd-server when missing (the etcd storage tests start their own; needs root)
+	@if [ -z "$$ETCD_BIN" ] && ! command -v etcd >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; \
+	fi
 
 # make fuzz runs the fuzz targets one after the other (go test fuzzes one target per run), each for
 # FUZZTIME. A failing input is written to the package's testdata/fuzz/<target>/, where every later

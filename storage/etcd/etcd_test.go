@@ -1,0 +1,950 @@
+package etcd
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/storagetest"
+)
+
+// The tests run against a real etcd server, which TestMain starts once for the package: the
+// etcd binary of Debian's etcd-server package (or $ETCD_BIN), listening on loopback ports, with
+// its data directory in a temporary directory and its default durability (fsync on). Each test
+// works under a key prefix of its own. Without an etcd binary every test that needs the server
+// fails, saying how to install one.
+
+// installHint says how to get an etcd binary.
+const installHint = "install Debian's etcd-server package (apt-get update && apt-get install -y etcd-server) " +
+	"or point ETCD_BIN at an etcd binary"
+
+// testEtcd is the server TestMain started: err says why there is none.
+type testEtcd struct {
+	endpoint string
+	admin    *clientv3.Client // for looking at keys and leases behind the Store's back
+	err      error
+}
+
+// server is set once by TestMain, before any test runs, and only read afterwards.
+var server testEtcd
+
+func TestMain(m *testing.M) {
+	os.Exit(runWithEtcd(m))
+}
+
+func runWithEtcd(m *testing.M) int {
+	proc, err := startEtcd()
+	if err != nil {
+		server.err = err
+		return m.Run() // the tests that need the server fail with err
+	}
+	server.endpoint = proc.endpoint
+	server.admin, err = clientv3.New(clientv3.Config{Endpoints: []string{proc.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		server.err = fmt.Errorf("admin client: %w", err)
+	}
+	code := m.Run()
+	if server.admin != nil {
+		_ = server.admin.Close()
+	}
+	if err := proc.stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping the test etcd: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// etcdProcess is a running etcd started by startEtcd.
+type etcdProcess struct {
+	cmd      *exec.Cmd
+	dir      string
+	endpoint string
+	exited   chan struct{}
+	waitErr  error
+}
+
+// startEtcd finds the etcd binary and starts a single-member cluster on free loopback ports,
+// retrying with other ports when the ones picked were taken meanwhile.
+func startEtcd() (*etcdProcess, error) {
+	bin := os.Getenv("ETCD_BIN")
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("etcd"); err != nil {
+			bin = "/usr/bin/etcd"
+		}
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("no etcd binary (%v): %s", err, installHint)
+	}
+	var errs []error
+	for range 3 {
+		p, err := tryStartEtcd(bin)
+		if err == nil {
+			return p, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("start %s: %w", bin, errors.Join(errs...))
+}
+
+func tryStartEtcd(bin string) (*etcdProcess, error) {
+	clientPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	peerPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "wecom-oidc-etcd-test-")
+	if err != nil {
+		return nil, err
+	}
+	clientURL := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
+	logPath := filepath.Join(dir, "etcd.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	defer logFile.Close() // the child has its own descriptor
+	cmd := exec.Command(bin,
+		"--name", "wecom-oidc-test",
+		"--data-dir", filepath.Join(dir, "data"),
+		"--listen-client-urls", clientURL,
+		"--advertise-client-urls", clientURL,
+		"--listen-peer-urls", peerURL,
+		"--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "wecom-oidc-test="+peerURL,
+		"--initial-cluster-state", "new",
+		"--initial-cluster-token", "wecom-oidc-test",
+		"--logger", "zap",
+		"--log-outputs", "stderr",
+	)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = childProcAttr()
+	if err := cmd.Start(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	p := &etcdProcess{cmd: cmd, dir: dir, endpoint: clientURL, exited: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.exited)
+	}()
+	if err := p.waitReady(30 * time.Second); err != nil {
+		_ = p.stop()
+		tail, _ := os.ReadFile(logPath)
+		if len(tail) > 4000 {
+			tail = tail[len(tail)-4000:]
+		}
+		return nil, fmt.Errorf("%w; etcd's log ends with:\n%s", err, tail)
+	}
+	return p, nil
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitReady polls etcd's /health until it reports healthy, the process exits, or timeout.
+func (p *etcdProcess) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("etcd exited before answering: %v", p.waitErr)
+		default:
+		}
+		resp, err := client.Get(p.endpoint + "/health")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"health":"true"`) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("etcd did not report healthy within %s (last error %v)", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM, then SIGKILL after ten seconds, and removes the data directory.
+func (p *etcdProcess) stop() error {
+	defer os.RemoveAll(p.dir)
+	select {
+	case <-p.exited:
+		return nil
+	default:
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("SIGTERM: %w", err)
+	}
+	select {
+	case <-p.exited:
+		return nil
+	case <-time.After(10 * time.Second):
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("SIGKILL: %w", err)
+	}
+	<-p.exited
+	return errors.New("etcd ignored SIGTERM for 10s and was killed")
+}
+
+// mustServer fails the test when there is no test etcd.
+func mustServer(tb testing.TB) {
+	tb.Helper()
+	if server.err != nil {
+		tb.Fatalf("no etcd server for the tests: %v", server.err)
+	}
+}
+
+// testPrefix is a key prefix no other test uses.
+func testPrefix() string { return "/wecom-oidc-test/" + rand.Text() + "/" }
+
+// mustOpen opens a Store on the test etcd (cfg's Endpoints are filled in; an empty Prefix gets a
+// fresh one) and closes it, and deletes its keys, at the end of the test. A test may close the
+// Store itself: the second Close's error is ignored.
+func mustOpen(tb testing.TB, cfg Config) *Store {
+	tb.Helper()
+	mustServer(tb)
+	cfg.Endpoints = []string{server.endpoint}
+	if cfg.Prefix == "" {
+		cfg.Prefix = testPrefix()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		tb.Fatalf("Open: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = s.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := server.admin.Delete(ctx, s.prefix, clientv3.WithPrefix()); err != nil {
+			tb.Errorf("delete the test's keys: %v", err)
+		}
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	mustServer(t)
+	storagetest.Run(t, func(t *testing.T, now func() time.Time) storage.Store {
+		return mustOpen(t, Config{Now: now})
+	}, func(t *testing.T, path string, now func() time.Time) storage.Store {
+		// The copy is restored into a fresh prefix, as an operator would restore it into a new
+		// prefix or cluster.
+		s := mustOpen(t, Config{Now: now})
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := s.Restore(t.Context(), f); err != nil {
+			t.Fatalf("Restore: %v", err)
+		}
+		return s
+	})
+}
+
+// --- replicas ---
+
+// mustReplicas opens two Stores — two clients, as two replicas would have — on one fresh prefix,
+// sharing clock.
+func mustReplicas(tb testing.TB, clock *storagetest.Clock) (a, b *Store) {
+	tb.Helper()
+	prefix := testPrefix()
+	return mustOpen(tb, Config{Prefix: prefix, Now: clock.Now}), mustOpen(tb, Config{Prefix: prefix, Now: clock.Now})
+}
+
+func TestReplicasSeeEachOthersWrites(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx := t.Context()
+	now := clock.Now()
+
+	c := storage.Client{ID: "grafana", RedirectURIs: []string{"https://grafana.example/cb"}, Source: storage.SourceCLI, CreatedAt: now, UpdatedAt: now}
+	if err := a.CreateClient(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CreateClient(ctx, c); !errors.Is(err, storage.ErrAlreadyExists) {
+		t.Fatalf("CreateClient on the other replica: %v, want ErrAlreadyExists", err)
+	}
+	if got, err := b.GetClient(ctx, "grafana"); err != nil || got.RedirectURIs[0] != c.RedirectURIs[0] {
+		t.Fatalf("GetClient on the other replica: %+v, %v", got, err)
+	}
+
+	ar := storage.AuthRequest{ID: "ar1", ClientID: "grafana", Scopes: []string{"openid"}, CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute)}
+	if err := a.CreateAuthRequest(ctx, ar); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.UpdateAuthRequest(ctx, "ar1", func(r *storage.AuthRequest) error { r.BrowserHash = "b"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.GetAuthRequest(ctx, "ar1"); err != nil || got.BrowserHash != "b" {
+		t.Fatalf("GetAuthRequest after the other replica's update: %+v, %v", got, err)
+	}
+
+	if err := b.PutUser(ctx, storage.User{Subject: "zhangsan", Name: "张三"}); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := a.GetUser(ctx, "zhangsan"); err != nil || u.Name != "张三" {
+		t.Fatalf("GetUser on the other replica: %+v, %v", u, err)
+	}
+
+	sess := storage.Session{ID: storage.HashSecret("cookie"), Subject: "zhangsan", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := a.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	at := storage.AccessToken{ID: "at_1", ClientID: "grafana", Subject: "zhangsan", FamilyID: "f1", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	rt := storage.RefreshToken{Hash: storage.HashSecret("rt1"), ID: "rt_1", FamilyID: "f1", ClientID: "grafana", Subject: "zhangsan",
+		SessionID: sess.ID, CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
+	if err := b.CreateTokens(ctx, at, &rt); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.EndSession(ctx, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GetRefreshToken(ctx, rt.Hash); !errors.Is(err, storage.ErrRevoked) {
+		t.Fatalf("GetRefreshToken on the other replica after EndSession: %v, want ErrRevoked", err)
+	}
+	if _, err := b.GetAccessToken(ctx, at.ID); !errors.Is(err, storage.ErrRevoked) {
+		t.Fatalf("GetAccessToken on the other replica after EndSession: %v, want ErrRevoked", err)
+	}
+}
+
+// raceReplicas runs f(store, i) for i in 0..n-1, each in its own goroutine, released together,
+// alternating the two replicas, and returns the errors in order.
+func raceReplicas(n int, a, b *Store, f func(s *Store, i int) error) []error {
+	errs := make([]error, n)
+	start := make(chan struct{})
+	done := make(chan struct{})
+	for i := range n {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		go func() {
+			defer func() { done <- struct{}{} }()
+			<-start
+			errs[i] = f(s, i)
+		}()
+	}
+	close(start)
+	for range n {
+		<-done
+	}
+	return errs
+}
+
+// tally counts nil errors and the errors matching want; other lists the rest.
+func tally(errs []error, want error) (ok, matched int, other []error) {
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, want):
+			matched++
+		default:
+			other = append(other, err)
+		}
+	}
+	return ok, matched, other
+}
+
+func TestReplicasConsumeCodeExactlyOnce(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx := t.Context()
+	const goroutines = 16
+	for round := range 5 {
+		now := clock.Now()
+		id := fmt.Sprintf("ar-%d", round)
+		if err := a.CreateAuthRequest(ctx, storage.AuthRequest{ID: id, CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		code := storage.HashSecret("code-" + id)
+		if err := b.SaveCode(ctx, code, id, now.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		errs := raceReplicas(goroutines, a, b, func(s *Store, _ int) error {
+			got, err := s.ConsumeCode(ctx, code)
+			if err == nil && got.ID != id {
+				return fmt.Errorf("winner got auth request %q", got.ID)
+			}
+			return err
+		})
+		ok, used, other := tally(errs, storage.ErrAlreadyUsed)
+		if ok != 1 || used != goroutines-1 || len(other) != 0 {
+			t.Fatalf("round %d: %d winners, %d ErrAlreadyUsed, other %v; want 1, %d, none", round, ok, used, other, goroutines-1)
+		}
+	}
+}
+
+func TestReplicasCompleteAuthRequestOnce(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx := t.Context()
+	const goroutines = 16
+	for round := range 5 {
+		now := clock.Now()
+		id := fmt.Sprintf("ar-%d", round)
+		if err := a.CreateAuthRequest(ctx, storage.AuthRequest{ID: id, ClientID: "grafana", CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		errs := raceReplicas(goroutines, a, b, func(s *Store, i int) error {
+			sess := storage.Session{ID: fmt.Sprintf("sess-%d-%d", round, i), Subject: "s", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+			_, err := s.CompleteAuthRequest(ctx, id, storage.Completion{Subject: "s", NewSession: &sess,
+				CodeHash: storage.HashSecret(fmt.Sprintf("code-%d-%d", round, i)), CodeExpiresAt: now.Add(time.Minute)})
+			return err
+		})
+		ok, conflicts, other := tally(errs, storage.ErrConflict)
+		if ok != 1 || conflicts != goroutines-1 || len(other) != 0 {
+			t.Fatalf("round %d: %d winners, %d ErrConflict, other %v; want 1, %d, none", round, ok, conflicts, other, goroutines-1)
+		}
+		got, err := b.GetAuthRequest(ctx, id)
+		if err != nil || !got.Done {
+			t.Fatalf("round %d: request after the race: %+v, %v", round, got, err)
+		}
+		resp, err := server.admin.Get(ctx, a.kindPrefix(kindSessions), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Count != int64(round+1) {
+			t.Fatalf("round %d: %d sessions stored, want one per round: the losers' sessions were written", round, resp.Count)
+		}
+	}
+}
+
+func TestReplicasConsumeLoginStateExactlyOnce(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx := t.Context()
+	const goroutines = 16
+	for round := range 5 {
+		ls := storage.LoginState{State: fmt.Sprintf("state%027d", round), AuthRequestID: "ar", ExpiresAt: clock.Now().Add(time.Minute)}
+		if err := a.CreateLoginState(ctx, ls); err != nil {
+			t.Fatal(err)
+		}
+		errs := raceReplicas(goroutines, a, b, func(s *Store, _ int) error {
+			_, err := s.ConsumeLoginState(ctx, ls.State)
+			return err
+		})
+		ok, gone, other := tally(errs, storage.ErrNotFound)
+		if ok != 1 || gone != goroutines-1 || len(other) != 0 {
+			t.Fatalf("round %d: %d winners, %d ErrNotFound, other %v; want 1, %d, none", round, ok, gone, other, goroutines-1)
+		}
+	}
+}
+
+func TestReplicasRotateExactlyOnce(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx := t.Context()
+	const goroutines = 8
+	for round := range 5 {
+		now := clock.Now()
+		fam := fmt.Sprintf("f%d", round)
+		rt0 := storage.RefreshToken{Hash: storage.HashSecret(fam + "-0"), ID: "rt_" + fam, FamilyID: fam, Subject: "s", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		at0 := storage.AccessToken{ID: "at_" + fam + "-0", FamilyID: fam, Subject: "s", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		if err := a.CreateTokens(ctx, at0, &rt0); err != nil {
+			t.Fatal(err)
+		}
+		errs := raceReplicas(goroutines, a, b, func(s *Store, i int) error {
+			next := rt0
+			next.Hash, next.ID = storage.HashSecret(fmt.Sprintf("%s-%d", fam, i+1)), fmt.Sprintf("rt_%s-%d", fam, i+1)
+			at := at0
+			at.ID = fmt.Sprintf("at_%s-%d", fam, i+1)
+			return s.RotateRefreshToken(ctx, rt0.Hash, next, at)
+		})
+		ok, reused, other := tally(errs, storage.ErrTokenReused)
+		if ok != 1 || reused != goroutines-1 || len(other) != 0 {
+			t.Fatalf("round %d: %d winners, %d ErrTokenReused, other %v; want 1, %d, none", round, ok, reused, other, goroutines-1)
+		}
+		if _, err := b.GetAccessToken(ctx, at0.ID); !errors.Is(err, storage.ErrRevoked) {
+			t.Fatalf("round %d: the family survived the losing rotations: %v", round, err)
+		}
+	}
+}
+
+func TestReplicasUpdateUserLosesNothing(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx := t.Context()
+	const goroutines = 16
+	errs := raceReplicas(goroutines, a, b, func(s *Store, i int) error {
+		_, err := s.UpdateUser(ctx, "u", func(u *storage.User, _ bool) error {
+			if u.Extra == nil {
+				u.Extra = map[string]string{}
+			}
+			u.Extra[fmt.Sprintf("g%02d", i)] = "x"
+			return nil
+		})
+		return err
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("UpdateUser #%d: %v", i, err)
+		}
+	}
+	u, err := b.GetUser(ctx, "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(u.Extra) != goroutines {
+		t.Fatalf("%d of %d concurrent updates kept: %v", len(u.Extra), goroutines, u.Extra)
+	}
+}
+
+func TestReplicasSweepCountsEachRecordOnce(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx := t.Context()
+	const n = 60
+	now := clock.Now()
+	for i := range n {
+		if err := a.CreateAuthRequest(ctx, storage.AuthRequest{ID: fmt.Sprintf("ar-%02d", i), CreatedAt: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Minute)
+	results := make([]storage.GCResult, 4)
+	errs := raceReplicas(len(results), a, b, func(s *Store, i int) error {
+		var err error
+		results[i], err = s.DeleteExpired(ctx)
+		return err
+	})
+	total := 0
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("DeleteExpired #%d: %v", i, err)
+		}
+		total += results[i].AuthRequests
+	}
+	if total != n {
+		t.Fatalf("concurrent sweeps counted %d auth requests (%v), want %d", total, results, n)
+	}
+}
+
+// --- leases ---
+
+// mustLease returns the lease of key and its remaining TTL in seconds; 0, 0 for a key without one.
+func mustLease(tb testing.TB, key string) (clientv3.LeaseID, int64) {
+	tb.Helper()
+	ctx := tb.Context()
+	resp, err := server.admin.Get(ctx, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 {
+		tb.Fatalf("key %q missing", key)
+	}
+	id := clientv3.LeaseID(resp.Kvs[0].Lease)
+	if id == 0 {
+		return 0, 0
+	}
+	ttl, err := server.admin.TimeToLive(ctx, id)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return id, ttl.TTL
+}
+
+func TestLeaseOutlivesExpiryByMarginAndGrain(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	s := mustOpen(t, Config{Now: clock.Now})
+	ctx := t.Context()
+	now := clock.Now()
+	exp := now.Add(time.Hour)
+	for _, id := range []string{"ar1", "ar2"} {
+		if err := s.CreateAuthRequest(ctx, storage.AuthRequest{ID: id, CreatedAt: now, ExpiresAt: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id1, ttl := mustLease(t, s.key(kindAuthRequests, "ar1"))
+	id2, _ := mustLease(t, s.key(kindAuthRequests, "ar2"))
+	idx, _ := mustLease(t, s.key(kindExpiry, indexID(exp, kindAuthRequests, "ar1")))
+	if id1 == 0 || id1 != id2 || idx != id1 {
+		t.Fatalf("records and index entries with one expiry should share one lease: %x, %x, index %x", id1, id2, idx)
+	}
+	// d = 1h + 5m margin; the grain for d is 8m (1m doubled until ≥ d/16); +1s for the request.
+	minTTL, maxTTL := int64((time.Hour + defaultLeaseMargin).Seconds()), int64((time.Hour+defaultLeaseMargin+8*time.Minute).Seconds())+2
+	if ttl < minTTL-2 || ttl > maxTTL {
+		t.Fatalf("lease TTL %ds, want between %d and %d", ttl, minTTL, maxTTL)
+	}
+
+	// Moving the expiry moves the lease and the index entry.
+	later := exp.Add(24 * time.Hour)
+	if _, err := s.UpdateAuthRequest(ctx, "ar1", func(r *storage.AuthRequest) error { r.ExpiresAt = later; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	moved, ttl := mustLease(t, s.key(kindAuthRequests, "ar1"))
+	if moved == id1 || ttl < int64((25*time.Hour).Seconds()) {
+		t.Fatalf("after extending the expiry by a day: lease %x (was %x), TTL %ds", moved, id1, ttl)
+	}
+	resp, err := server.admin.Get(ctx, s.key(kindExpiry, indexID(exp, kindAuthRequests, "ar1")))
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("old index entry still there (%v)", err)
+	}
+	if idx, _ := mustLease(t, s.key(kindExpiry, indexID(later, kindAuthRequests, "ar1"))); idx != moved {
+		t.Fatalf("new index entry has lease %x, the record %x", idx, moved)
+	}
+
+	// A write that keeps the expiry keeps the lease.
+	sess := storage.Session{ID: "sess", Subject: "s", CreatedAt: now, ExpiresAt: exp}
+	if err := s.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := mustLease(t, s.key(kindSessions, "sess"))
+	if err := s.AddSessionClient(ctx, "sess", "grafana"); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := mustLease(t, s.key(kindSessions, "sess")); after != before || after == 0 {
+		t.Fatalf("AddSessionClient changed the session's lease from %x to %x", before, after)
+	}
+
+	// Records without expiry have no lease.
+	if err := s.PutUser(ctx, storage.User{Subject: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := mustLease(t, s.key(kindUsers, "u")); id != 0 {
+		t.Fatalf("user record has lease %x", id)
+	}
+}
+
+func TestLeaseRemovesUnsweptRecords(t *testing.T) {
+	s := mustOpen(t, Config{}) // the real clock: leases run on it
+	s.leases.margin, s.leases.grain = 0, time.Second
+	ctx := t.Context()
+	now := time.Now()
+	ls := storage.LoginState{State: "short", AuthRequestID: "ar", ExpiresAt: now.Add(2 * time.Second)}
+	if err := s.CreateLoginState(ctx, ls); err != nil {
+		t.Fatal(err)
+	}
+	keep := storage.LoginState{State: "long", AuthRequestID: "ar", ExpiresAt: now.Add(time.Hour)}
+	if err := s.CreateLoginState(ctx, keep); err != nil {
+		t.Fatal(err)
+	}
+	if _, ttl := mustLease(t, s.key(kindLoginStates, "short")); ttl < 1 || ttl > 5 {
+		t.Fatalf("lease TTL %ds for a record expiring in 2s (no margin, 1s grain)", ttl)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := server.admin.Get(ctx, s.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, kv := range resp.Kvs {
+			keys = append(keys, strings.TrimPrefix(string(kv.Key), s.prefix))
+		}
+		short := false
+		for _, k := range keys {
+			if strings.Contains(k, "short") {
+				short = true
+			}
+		}
+		if !short {
+			if len(keys) != 3 { // meta, the long state and its index entry
+				t.Fatalf("after the lease fired the prefix holds %v", keys)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the expired login state's lease has not removed it: %v", keys)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if _, err := s.ConsumeLoginState(ctx, "long"); err != nil {
+		t.Fatalf("the other state: %v", err)
+	}
+}
+
+func TestLeaseRoundingNeverShortens(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	s := mustOpen(t, Config{Now: clock.Now})
+	l := s.leases
+	real := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l.realNow = func() time.Time { return real }
+	for _, d := range []time.Duration{0, time.Second, time.Minute, 10 * time.Minute, 8 * time.Hour, 30 * 24 * time.Hour} {
+		id, ok, err := l.leaseFor(t.Context(), clock.Now().Add(d))
+		if err != nil || !ok {
+			t.Fatalf("leaseFor(+%s): %v, %v", d, ok, err)
+		}
+		ttl, err := server.admin.TimeToLive(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		need := d + l.margin
+		if time.Duration(ttl.GrantedTTL)*time.Second < need {
+			t.Fatalf("lease for +%s granted %ds, needs at least %s", d, ttl.GrantedTTL, need)
+		}
+		if over := time.Duration(ttl.GrantedTTL)*time.Second - need; over > max(2*l.grain, need/8)+2*time.Second {
+			t.Fatalf("lease for +%s granted %ds: %s more than needed", d, ttl.GrantedTTL, over)
+		}
+	}
+	if _, ok, err := l.leaseFor(t.Context(), clock.Now().Add(20*365*24*time.Hour)); err != nil || ok {
+		t.Fatalf("a record expiring in 20 years got a lease (%v)", err)
+	}
+}
+
+// --- Open ---
+
+func TestOpenNormalisesThePrefix(t *testing.T) {
+	prefix := strings.TrimSuffix(testPrefix(), "/")
+	s := mustOpen(t, Config{Prefix: prefix})
+	if s.prefix != prefix+"/" {
+		t.Fatalf("prefix %q, want %q", s.prefix, prefix+"/")
+	}
+	resp, err := server.admin.Get(t.Context(), prefix+"/meta/schema")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "1" {
+		t.Fatalf("schema key: %v, %v", resp, err)
+	}
+}
+
+func TestOpenRefusesANewerSchema(t *testing.T) {
+	mustServer(t)
+	prefix := testPrefix()
+	t.Cleanup(func() { _, _ = server.admin.Delete(context.Background(), prefix, clientv3.WithPrefix()) })
+	if _, err := server.admin.Put(t.Context(), prefix+"meta/schema", "2"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(t.Context(), Config{Endpoints: []string{server.endpoint}, Prefix: prefix})
+	if err == nil {
+		_ = s.Close()
+		t.Fatal("Open accepted a prefix written by a newer schema")
+	}
+	if !strings.Contains(err.Error(), "schema version 2") {
+		t.Fatalf("Open: %v, want it to name the schema version", err)
+	}
+}
+
+func TestOpenFailsFastWithoutACluster(t *testing.T) {
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = Open(t.Context(), Config{
+		Endpoints:   []string{fmt.Sprintf("http://127.0.0.1:%d", port)},
+		DialTimeout: 500 * time.Millisecond, RequestTimeout: 500 * time.Millisecond,
+	})
+	if err == nil {
+		t.Fatal("Open succeeded without a cluster")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Open took %s to fail", took)
+	}
+	if _, err := Open(t.Context(), Config{}); err == nil {
+		t.Fatal("Open succeeded without endpoints")
+	}
+}
+
+// --- fan-out beyond one etcd transaction ---
+
+// mustIssueMany stores n families of subject "sub-1", each with an access token, all issued from
+// auth request arID under session sessionID.
+func mustIssueMany(tb testing.TB, s *Store, clock *storagetest.Clock, n int, arID, sessionID string) ([]storage.AccessToken, []storage.RefreshToken) {
+	tb.Helper()
+	now := clock.Now()
+	var ats []storage.AccessToken
+	var rts []storage.RefreshToken
+	for i := range n {
+		fam := fmt.Sprintf("f%03d", i)
+		at := storage.AccessToken{ID: "at_" + fam, Subject: "sub-1", FamilyID: fam, AuthRequestID: arID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		rt := storage.RefreshToken{Hash: storage.HashSecret(fam), ID: "rt_" + fam, FamilyID: fam, Subject: "sub-1", SessionID: sessionID, CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
+		if err := s.CreateTokens(tb.Context(), at, &rt); err != nil {
+			tb.Fatalf("CreateTokens #%d: %v", i, err)
+		}
+		ats, rts = append(ats, at), append(rts, rt)
+	}
+	return ats, rts
+}
+
+// allRevoked fails unless every token reads ErrRevoked.
+func allRevoked(tb testing.TB, s *Store, ats []storage.AccessToken, rts []storage.RefreshToken) {
+	tb.Helper()
+	for _, at := range ats {
+		if _, err := s.GetAccessToken(tb.Context(), at.ID); !errors.Is(err, storage.ErrRevoked) {
+			tb.Fatalf("GetAccessToken(%s): %v, want ErrRevoked", at.ID, err)
+		}
+	}
+	for _, rt := range rts {
+		if _, err := s.GetRefreshToken(tb.Context(), rt.Hash); !errors.Is(err, storage.ErrRevoked) {
+			tb.Fatalf("GetRefreshToken(%s): %v, want ErrRevoked", rt.ID, err)
+		}
+	}
+}
+
+// many is more families than one etcd transaction can revoke (maxTxnOps operations).
+const many = maxTxnOps + 10
+
+func TestCodeReplayRevokesMoreThanOneTransactionHolds(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	s := mustOpen(t, Config{Now: clock.Now})
+	ctx := t.Context()
+	now := clock.Now()
+	if err := s.CreateAuthRequest(ctx, storage.AuthRequest{ID: "ar", CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	code := storage.HashSecret("code")
+	if err := s.SaveCode(ctx, code, "ar", now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ConsumeCode(ctx, code); err != nil {
+		t.Fatal(err)
+	}
+	ats, rts := mustIssueMany(t, s, clock, many, "ar", "")
+	if _, err := s.ConsumeCode(ctx, code); !errors.Is(err, storage.ErrAlreadyUsed) {
+		t.Fatalf("replayed ConsumeCode: %v, want ErrAlreadyUsed", err)
+	}
+	allRevoked(t, s, ats, rts)
+	at := storage.AccessToken{ID: "at_late", AuthRequestID: "ar", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.CreateTokens(ctx, at, nil); !errors.Is(err, storage.ErrRevoked) {
+		t.Fatalf("CreateTokens after the replay: %v, want ErrRevoked", err)
+	}
+}
+
+func TestEndSessionRevokesMoreThanOneTransactionHolds(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	s := mustOpen(t, Config{Now: clock.Now})
+	ctx := t.Context()
+	now := clock.Now()
+	sess := storage.Session{ID: "sess", Subject: "sub-1", CreatedAt: now, ExpiresAt: now.Add(8 * time.Hour)}
+	if err := s.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	ats, rts := mustIssueMany(t, s, clock, many, "", sess.ID)
+	if _, err := s.EndSession(ctx, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	allRevoked(t, s, ats, rts)
+	if _, err := s.GetSession(ctx, sess.ID); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("GetSession after EndSession: %v", err)
+	}
+}
+
+func TestRevokeUserTokensCountsAcrossTransactions(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	s := mustOpen(t, Config{Now: clock.Now})
+	ats, rts := mustIssueMany(t, s, clock, many, "", "")
+	if err := s.RevokeRefreshFamily(t.Context(), rts[0].FamilyID); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.RevokeUserTokens(t.Context(), "sub-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != many-1 {
+		t.Fatalf("RevokeUserTokens revoked %d families, want %d", n, many-1)
+	}
+	allRevoked(t, s, ats, rts)
+}
+
+// --- backup and restore ---
+
+func TestRestoreRefusesAPrefixInUse(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	src := mustOpen(t, Config{Now: clock.Now})
+	ctx := t.Context()
+	if err := src.PutUser(ctx, storage.User{Subject: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	var copy strings.Builder
+	if _, err := src.Backup(ctx, &copy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Restore(ctx, strings.NewReader(copy.String())); !errors.Is(err, storage.ErrAlreadyExists) {
+		t.Fatalf("Restore into a prefix holding records: %v, want ErrAlreadyExists", err)
+	}
+}
+
+func TestRestoreRefusesATruncatedCopy(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	src := mustOpen(t, Config{Now: clock.Now})
+	ctx := t.Context()
+	for _, sub := range []string{"a", "b", "c"} {
+		if err := src.PutUser(ctx, storage.User{Subject: sub}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var copy strings.Builder
+	if _, err := src.Backup(ctx, &copy); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(copy.String(), "\n")
+	truncated := strings.Join(lines[:len(lines)-2], "") // without the end line
+	dst := mustOpen(t, Config{Now: clock.Now})
+	if _, err := dst.Restore(ctx, strings.NewReader(truncated)); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("Restore of a truncated copy: %v, want an error saying so", err)
+	}
+	dst2 := mustOpen(t, Config{Now: clock.Now})
+	if _, err := dst2.Restore(ctx, strings.NewReader("not a backup\n")); err == nil {
+		t.Fatal("Restore accepted garbage")
+	}
+	dst3 := mustOpen(t, Config{Now: clock.Now})
+	n, err := dst3.Restore(ctx, strings.NewReader(copy.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Fatalf("Restore wrote %d keys, want 3 (meta/schema is Open's)", n)
+	}
+}
+
+// --- keys ---
+
+func TestIndexIDRoundTrip(t *testing.T) {
+	for _, tt := range []struct {
+		exp      time.Time
+		kind, id string
+	}{
+		{storagetest.Start(), kindAuthRequests, "ar1"},
+		{time.Time{}, kindUpstream, "ww0123/1000002"},
+		{time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), kindARTokens, "a%2Fb/f/fam"},
+	} {
+		nanos, kind, id, ok := parseIndexID(indexID(tt.exp, tt.kind, tt.id))
+		if !ok || nanos != expiryNanos(tt.exp) || kind != tt.kind || id != tt.id {
+			t.Errorf("parseIndexID(indexID(%v, %q, %q)) = %d, %q, %q, %v", tt.exp, tt.kind, tt.id, nanos, kind, id, ok)
+		}
+	}
+	for _, bad := range []string{"", "0000", "000000000000000g/codes/x", "0000000000000000/codes/", "0000000000000000/codes"} {
+		if _, _, _, ok := parseIndexID(bad); ok {
+			t.Errorf("parseIndexID(%q) accepted a malformed id", bad)
+		}
+	}
+	// Escaped link components keep one id's links apart from another's.
+	if strings.HasPrefix(sessionFamilyID("a/b", "f"), sessionFamiliesPrefix("a")) {
+		t.Error("session a's link prefix covers a link of session a/b")
+	}
+}

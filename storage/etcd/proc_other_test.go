@@ -1,0 +1,8 @@
+//go:build !linux
+
+package etcd
+
+import "syscall"
+
+// childProcAttr: only Linux can tie the test etcd's life to the test binary's.
+func childProcAttr() *syscall.SysProcAttr { return nil }
