@@ -165,7 +165,7 @@ func loopbackURL(raw string) (string, error) {
 func (o options) budget() time.Duration {
 	b := readyTimeout + stopGrace + time.Minute
 	if o.soak > 0 {
-		return b + prepareTimeout + o.soak + soakEvery
+		return b + 2*prepareTimeout + o.warmup + o.soak + soakEvery
 	}
 	b += 2*o.ceilingDuration + o.warmup + prepareTimeout
 	for _, name := range o.phases {

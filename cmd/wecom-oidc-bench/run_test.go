@@ -175,3 +175,12 @@ func TestWriteSoakSummary(t *testing.T) {
 		}
 	}
 }
+
+// TestSoakBudgetCoversWarmup: the global deadline of a soak leaves room for its warm-up (a
+// 3-minute warm-up once ran the soak into the deadline).
+func TestSoakBudgetCoversWarmup(t *testing.T) {
+	o := options{soak: 10 * time.Minute, warmup: 3 * time.Minute}
+	if got, min := o.budget(), o.soak+o.warmup+soakEvery; got <= min {
+		t.Fatalf("budget %s ≤ warm-up + soak %s", got, min)
+	}
+}
