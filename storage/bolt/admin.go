@@ -12,6 +12,8 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/ctxio"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // This file holds the operator and housekeeping operations: UpdateUser, RevokeUserTokens,
@@ -47,7 +49,7 @@ func (s *Store) UpdateUser(ctx context.Context, subject string, fn func(u *stora
 		if u.Subject != subject {
 			return fmt.Errorf("the update changed the subject to %q: %w", u.Subject, storage.ErrConflict)
 		}
-		raw, err := encode(u)
+		raw, err := record.Encode(u)
 		if err != nil {
 			return err
 		}
@@ -64,15 +66,6 @@ func (s *Store) UpdateUser(ctx context.Context, subject string, fn func(u *stora
 		return storage.User{}, fmt.Errorf("storage: update user %q: %w", subject, err)
 	}
 	return out, nil
-}
-
-// tokenOwner is the part of a refresh- or access-token record RevokeUserTokens and Stats read.
-type tokenOwner struct {
-	Subject   string     `json:"subject"`
-	FamilyID  string     `json:"family_id"`
-	ExpiresAt time.Time  `json:"expires_at"`
-	RotatedAt *time.Time `json:"rotated_at"` // refresh tokens only
-	Revoked   bool       `json:"revoked"`    // access tokens only
 }
 
 // RevokeUserTokens revokes, in one write transaction, every refresh family that holds a token
@@ -96,45 +89,36 @@ func (s *Store) RevokeUserTokens(ctx context.Context, subject string) (n int, er
 	now := s.now()
 	err = s.update(ctx, func(tx *bbolt.Tx) error {
 		n = 0
-		families := map[string]bool{}
-		var loose []string // access tokens without a family
+		user := record.NewUserTokens(subject)
 		err := bkt(tx, bucketRefreshTokens).ForEach(func(k, raw []byte) error {
-			var t tokenOwner
+			var t record.TokenOwner
 			if err := json.Unmarshal(raw, &t); err != nil {
 				return fmt.Errorf("decode refresh token record: %w", err)
 			}
-			if t.Subject == subject && t.FamilyID != "" {
-				families[t.FamilyID] = true
-			}
+			user.AddRefresh(t)
 			return nil
 		})
 		if err != nil {
 			return err
 		}
 		err = bkt(tx, bucketAccessTokens).ForEach(func(k, raw []byte) error {
-			var t tokenOwner
+			var t record.TokenOwner
 			if err := json.Unmarshal(raw, &t); err != nil {
 				return fmt.Errorf("decode access token record %q: %w", k, err)
 			}
-			switch {
-			case t.Subject != subject:
-			case t.FamilyID != "":
-				families[t.FamilyID] = true
-			case !t.Revoked && !expired(t.ExpiresAt, now):
-				loose = append(loose, string(k)) // a string copies k, which lives only in ForEach
-			}
+			user.AddAccess(string(k), t, now) // a string copies k, which lives only in ForEach
 			return nil
 		})
 		if err != nil {
 			return err
 		}
 		// Writes come after the scans: bbolt forbids modifying a bucket under ForEach.
-		for familyID := range families {
-			fam, ok, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
+		for familyID := range user.Families {
+			fam, ok, err := getJSON[record.Family](bkt(tx, bucketFamilies), []byte(familyID))
 			if err != nil {
 				return err
 			}
-			if !ok || fam.Revoked || expired(fam.ExpiresAt, now) {
+			if !ok || !fam.Live(now) {
 				continue // nothing of it can be used any more
 			}
 			if err := revokeFamily(tx, familyID); err != nil {
@@ -142,7 +126,7 @@ func (s *Store) RevokeUserTokens(ctx context.Context, subject string) (n int, er
 			}
 			n++
 		}
-		for _, id := range loose {
+		for _, id := range user.Loose {
 			if err := revokeAccess(tx, id); err != nil {
 				return fmt.Errorf("revoke access token %q: %w", id, err)
 			}
@@ -166,77 +150,35 @@ func (s *Store) DeleteKey(ctx context.Context, id string) (err error) {
 	})
 }
 
-// Stats keys.
-const (
-	statClients       = "clients"
-	statUsers         = "users"
-	statSessions      = "sessions"
-	statAuthRequests  = "auth_requests"
-	statAccessTokens  = "access_tokens"
-	statRefreshTokens = "refresh_tokens"
-	statKeys          = "keys"
-)
-
-// Stats counts the live records of each kind by the Store's clock:
-//
-//	clients, users   every record (they do not expire)
-//	keys             keys still published: NotAfter zero or after now
-//	sessions         unexpired sessions
-//	auth_requests    unexpired auth requests
-//	access_tokens    unexpired access tokens not revoked, by themselves or through their family
-//	refresh_tokens   unexpired refresh tokens not rotated, whose family is live and not revoked
+// Stats counts the live records of each kind by the Store's clock; record.Counts lists the
+// counts and says what makes a record live.
 //
 // Each kind is counted in short read transactions of statsChunk records (see countWhere), so
 // writers go on and no snapshot is held for the whole scrape: the counts are approximate while
 // writes go on. The cost is one pass over those buckets, decoding the records whose liveness
-// depends on their value; each family record is read once. ctx is checked between chunks.
+// depends on their value; each family record is read once per count. ctx is checked between
+// chunks.
 func (s *Store) Stats(ctx context.Context) (stats map[string]int, err error) {
 	defer wrap(&err, "stats")
 	now := s.now()
-	type keeper = func(tx *bbolt.Tx, raw []byte) (bool, error)
-	all := func(*bbolt.Tx, []byte) (bool, error) { return true, nil }
-	live := func(keep func(tx *bbolt.Tx, t tokenOwner) bool) keeper {
-		return func(tx *bbolt.Tx, raw []byte) (bool, error) {
-			var t tokenOwner
-			if err := json.Unmarshal(raw, &t); err != nil {
-				return false, err
+	counts := record.Counts()
+	stats = make(map[string]int, len(counts))
+	for _, c := range counts {
+		keep := func(*bbolt.Tx, []byte) (bool, error) { return true, nil }
+		if c.Live != nil {
+			family := familyCache(now)
+			var inTx *bbolt.Tx // the transaction keep runs in, which family reads through
+			live := func(id string) bool { return family(inTx, id) }
+			keep = func(tx *bbolt.Tx, raw []byte) (bool, error) {
+				inTx = tx
+				return c.Live(raw, now, live)
 			}
-			return !expired(t.ExpiresAt, now) && keep(tx, t), nil
 		}
-	}
-	always := func(*bbolt.Tx, tokenOwner) bool { return true }
-	accessFamily, refreshFamily := familyCache(now), familyCache(now)
-	steps := []struct {
-		key, bucket string
-		keep        keeper
-	}{
-		{statClients, bucketClients, all},
-		{statUsers, bucketUsers, all},
-		{statKeys, bucketKeys, func(_ *bbolt.Tx, raw []byte) (bool, error) {
-			var k struct {
-				NotAfter time.Time `json:"not_after"`
-			}
-			if err := json.Unmarshal(raw, &k); err != nil {
-				return false, err
-			}
-			return k.NotAfter.IsZero() || k.NotAfter.After(now), nil
-		}},
-		{statSessions, bucketSessions, live(always)},
-		{statAuthRequests, bucketAuthRequests, live(always)},
-		{statAccessTokens, bucketAccessTokens, live(func(tx *bbolt.Tx, t tokenOwner) bool {
-			return !t.Revoked && (t.FamilyID == "" || accessFamily(tx, t.FamilyID))
-		})},
-		{statRefreshTokens, bucketRefreshTokens, live(func(tx *bbolt.Tx, t tokenOwner) bool {
-			return t.RotatedAt == nil && refreshFamily(tx, t.FamilyID)
-		})},
-	}
-	stats = make(map[string]int, len(steps))
-	for _, st := range steps {
-		n, err := s.countWhere(ctx, st.bucket, st.keep)
+		n, err := s.countWhere(ctx, c.Kind, keep)
 		if err != nil {
-			return nil, fmt.Errorf("count %s: %w", st.key, err)
+			return nil, fmt.Errorf("count %s: %w", c.Stat, err)
 		}
-		stats[st.key] = n
+		stats[c.Stat] = n
 	}
 	return stats, nil
 }
@@ -293,8 +235,8 @@ func familyCache(now time.Time) func(tx *bbolt.Tx, familyID string) bool {
 	return func(tx *bbolt.Tx, familyID string) bool {
 		live, ok := seen[familyID]
 		if !ok {
-			fam, found, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
-			live = err == nil && found && !fam.Revoked && !expired(fam.ExpiresAt, now)
+			fam, found, err := getJSON[record.Family](bkt(tx, bucketFamilies), []byte(familyID))
+			live = err == nil && found && fam.Live(now)
 			seen[familyID] = live
 		}
 		return live
@@ -317,40 +259,15 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (n int64, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	cw := &ctxWriter{ctx: ctx, w: w}
+	cw := ctxio.NewWriter(ctx, w)
 	err = s.db.View(func(tx *bbolt.Tx) error {
 		_, err := tx.WriteTo(cw)
 		return err
 	})
-	if err != nil && cw.err != nil {
+	if err != nil && cw.Err() != nil {
 		// WriteTo formats some of w's errors with %s, which loses the chain; the error w (or
 		// ctx) gave is the one to report, and to match with errors.Is.
-		err = fmt.Errorf("write copy: %w", cw.err)
+		err = fmt.Errorf("write copy: %w", cw.Err())
 	}
-	return cw.n, err
-}
-
-// ctxWriter passes writes to w until ctx is done, and keeps the count of bytes w accepted and
-// the first error.
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-	n   int64
-	err error
-}
-
-func (c *ctxWriter) Write(p []byte) (int, error) {
-	if c.err != nil {
-		return 0, c.err
-	}
-	if c.err = c.ctx.Err(); c.err != nil {
-		return 0, c.err
-	}
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	if err == nil && n < len(p) {
-		err = io.ErrShortWrite
-	}
-	c.err = err
-	return n, err
+	return cw.Written(), err
 }

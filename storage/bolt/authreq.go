@@ -11,19 +11,11 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // This file holds the login flow's short-lived records: auth requests, codes and WeCom login
 // states.
-
-// codeRecord is the value of the codes bucket, keyed by HashSecret(code). A redeemed code is
-// kept, with Used set, until its own expiry so that a replay is told apart (ErrAlreadyUsed)
-// from a wrong code.
-type codeRecord struct {
-	AuthRequestID string    `json:"auth_request_id"`
-	ExpiresAt     time.Time `json:"expires_at"`
-	Used          bool      `json:"used,omitempty"`
-}
 
 // lenPrefix is len16(id) ‖ id, the start of every key of the buckets that link one id to
 // several others (auth_request_codes, auth_request_tokens, session_families): the length keeps
@@ -48,7 +40,7 @@ func (s *Store) CreateAuthRequest(ctx context.Context, ar storage.AuthRequest) (
 	if ar.ID == "" {
 		return errors.New("empty auth request id")
 	}
-	raw, err := encode(ar)
+	raw, err := record.Encode(ar)
 	if err != nil {
 		return err
 	}
@@ -63,7 +55,7 @@ func liveAuthRequest(tx *bbolt.Tx, id string, now time.Time) (storage.AuthReques
 	if err != nil {
 		return storage.AuthRequest{}, err
 	}
-	if !ok || expired(ar.ExpiresAt, now) {
+	if !ok || record.Expired(ar.ExpiresAt, now) {
 		return storage.AuthRequest{}, fmt.Errorf("auth request %q: %w", id, storage.ErrNotFound)
 	}
 	return ar, nil
@@ -104,7 +96,7 @@ func (s *Store) UpdateAuthRequest(ctx context.Context, id string, fn func(*stora
 		if ar.ID != id {
 			return fmt.Errorf("the update changed the id to %q: %w", ar.ID, storage.ErrConflict)
 		}
-		raw, err := encode(ar)
+		raw, err := record.Encode(ar)
 		if err != nil {
 			return err
 		}
@@ -160,11 +152,11 @@ func deleteAuthRequest(tx *bbolt.Tx, id string) error {
 	prefix := lenPrefix(id)
 	for _, k := range prefixKeys(tx, bucketARCodes, prefix) {
 		hash := k[len(prefix):]
-		code, ok, err := getJSON[codeRecord](codes, hash)
+		code, ok, err := getJSON[record.Code](codes, hash)
 		if err != nil {
 			return err
 		}
-		if ok && code.AuthRequestID == id && !code.Used {
+		if ok && code.DeletedWith(id) {
 			if err := deleteExpiring(tx, bucketCodes, hash); err != nil {
 				return err
 			}
@@ -187,7 +179,7 @@ func (s *Store) SaveCode(ctx context.Context, codeHash, authRequestID string, ex
 	if codeHash == "" {
 		return errors.New("empty code hash")
 	}
-	raw, err := encode(codeRecord{AuthRequestID: authRequestID, ExpiresAt: expiresAt})
+	raw, err := record.Encode(record.Code{AuthRequestID: authRequestID, ExpiresAt: expiresAt})
 	if err != nil {
 		return err
 	}
@@ -200,7 +192,7 @@ func (s *Store) SaveCode(ctx context.Context, codeHash, authRequestID string, ex
 	})
 }
 
-// saveCode stores an encoded codeRecord and its link to the auth request.
+// saveCode stores an encoded record.Code and its link to the auth request.
 func saveCode(tx *bbolt.Tx, codeHash, authRequestID string, raw []byte, expiresAt time.Time) error {
 	if err := putNew(tx, bucketCodes, []byte(codeHash), raw, expiresAt, "code"); err != nil {
 		return err
@@ -212,19 +204,18 @@ func saveCode(tx *bbolt.Tx, codeHash, authRequestID string, raw []byte, expiresA
 // write; only the auth request, read inside it, is encoded there.
 func (s *Store) CompleteAuthRequest(ctx context.Context, id string, c storage.Completion) (ar storage.AuthRequest, err error) {
 	defer wrap(&err, "complete auth request %q", id)
+	sessionID, err := record.CompletionSession(c)
+	if err != nil {
+		return ar, err
+	}
 	var rawSession, rawCode []byte
-	sessionID := c.SessionID
 	if c.NewSession != nil {
-		if c.NewSession.ID == "" {
-			return ar, errors.New("new session without id")
-		}
-		sessionID = c.NewSession.ID
-		if rawSession, err = encode(*c.NewSession); err != nil {
+		if rawSession, err = record.Encode(*c.NewSession); err != nil {
 			return ar, err
 		}
 	}
 	if c.CodeHash != "" {
-		if rawCode, err = encode(codeRecord{AuthRequestID: id, ExpiresAt: c.CodeExpiresAt}); err != nil {
+		if rawCode, err = record.Encode(record.Code{AuthRequestID: id, ExpiresAt: c.CodeExpiresAt}); err != nil {
 			return ar, err
 		}
 	}
@@ -234,14 +225,10 @@ func (s *Store) CompleteAuthRequest(ctx context.Context, id string, c storage.Co
 		if err != nil {
 			return err
 		}
-		if got.Done {
-			return fmt.Errorf("auth request already done: %w", storage.ErrConflict)
+		if err := record.Complete(&got, c); err != nil {
+			return err
 		}
-		got.Done, got.Subject, got.AuthTime, got.AMR, got.SessionID = true, c.Subject, c.AuthTime, c.AMR, sessionID
-		if c.ExpiresAt.After(got.ExpiresAt) {
-			got.ExpiresAt = c.ExpiresAt
-		}
-		raw, err := encode(got)
+		raw, err := record.Encode(got)
 		if err != nil {
 			return err
 		}
@@ -289,11 +276,11 @@ func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.Au
 	var replayed, missing bool
 	err = s.update(ctx, func(tx *bbolt.Tx) error {
 		replayed, replayedAR, missing = false, "", false
-		code, ok, err := getJSON[codeRecord](bkt(tx, bucketCodes), []byte(codeHash))
+		code, ok, err := getJSON[record.Code](bkt(tx, bucketCodes), []byte(codeHash))
 		if err != nil {
 			return err
 		}
-		if !ok || expired(code.ExpiresAt, now) {
+		if !ok || record.Expired(code.ExpiresAt, now) {
 			missing = true // an answer, not a failure: the writes grouped with this one commit
 			return nil
 		}
@@ -306,7 +293,7 @@ func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.Au
 			return err
 		}
 		code.Used = true
-		raw, err := encode(code)
+		raw, err := record.Encode(code)
 		if err != nil {
 			return err
 		}
@@ -335,7 +322,7 @@ func (s *Store) CreateLoginState(ctx context.Context, ls storage.LoginState) (er
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	raw, err := encode(ls)
+	raw, err := record.Encode(ls)
 	if err != nil {
 		return err
 	}
@@ -361,7 +348,7 @@ func (s *Store) ConsumeLoginState(ctx context.Context, state string) (ls storage
 		if err != nil {
 			return err
 		}
-		if found = ok && !expired(got.ExpiresAt, now); !found {
+		if found = ok && !record.Expired(got.ExpiresAt, now); !found {
 			return nil // an answer, not a failure: the writes grouped with this one commit
 		}
 		if err := deleteExpiring(tx, bucketLoginStates, []byte(state)); err != nil {

@@ -3,7 +3,8 @@
 //
 // # Layout
 //
-// Each record kind has its own bucket and every value is JSON:
+// Each record kind has its own bucket and every value is JSON. The kinds, and the internal
+// records shown in braces, are package storage/internal/record's, which the etcd backend shares:
 //
 //	clients           client id          → storage.Client
 //	auth_requests     auth request id    → storage.AuthRequest
@@ -71,7 +72,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -83,6 +83,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // Options tune Open. The zero value is ready to use.
@@ -106,23 +107,24 @@ const (
 	defaultGCChunk = 1000
 )
 
-// Bucket names. They never contain 0x00, which separates the bucket name from the record key in
-// the expiry index.
+// Bucket names: one bucket per kind of record, named as package record names the kinds (the etcd
+// backend names its keys alike), plus this backend's own expiry index and meta bucket. They
+// never contain 0x00, which separates the bucket name from the record key in the expiry index.
 const (
-	bucketClients         = "clients"
-	bucketAuthRequests    = "auth_requests"
-	bucketCodes           = "codes"
-	bucketARCodes         = "auth_request_codes"
-	bucketARTokens        = "auth_request_tokens"
-	bucketLoginStates     = "login_states"
-	bucketAccessTokens    = "access_tokens"
-	bucketRefreshTokens   = "refresh_tokens"
-	bucketFamilies        = "refresh_families"
-	bucketSessions        = "sessions"
-	bucketSessionFamilies = "session_families"
-	bucketUsers           = "users"
-	bucketKeys            = "keys"
-	bucketUpstream        = "upstream_tokens"
+	bucketClients         = record.KindClients
+	bucketAuthRequests    = record.KindAuthRequests
+	bucketCodes           = record.KindCodes
+	bucketARCodes         = record.KindARCodes
+	bucketARTokens        = record.KindARTokens
+	bucketLoginStates     = record.KindLoginStates
+	bucketAccessTokens    = record.KindAccessTokens
+	bucketRefreshTokens   = record.KindRefreshTokens
+	bucketFamilies        = record.KindFamilies
+	bucketSessions        = record.KindSessions
+	bucketSessionFamilies = record.KindSessionFamilies
+	bucketUsers           = record.KindUsers
+	bucketKeys            = record.KindKeys
+	bucketUpstream        = record.KindUpstream
 	bucketExpiry          = "expiry"
 	bucketMeta            = "meta"
 )
@@ -299,9 +301,6 @@ func wrap(err *error, format string, args ...any) {
 	}
 }
 
-// expired reports whether a record expiring at exp is dead at now: ExpiresAt <= Now.
-func expired(exp, now time.Time) bool { return !exp.After(now) }
-
 // --- JSON helpers (called inside transactions: bbolt's value slices live only as long as the
 // transaction, and decoding copies everything out of them) ---
 
@@ -311,21 +310,10 @@ func getJSON[T any](b *bbolt.Bucket, key []byte) (v T, ok bool, err error) {
 	if raw == nil {
 		return v, false, nil
 	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return v, false, fmt.Errorf("decode record %q: %w", key, err)
-	}
-	return v, true, nil
+	v, err = record.Decode[T](key, raw)
+	return v, err == nil, err
 }
 
-func encode(v any) ([]byte, error) {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("encode record: %w", err)
-	}
-	return raw, nil
-}
-
-// listJSON decodes every value of a bucket, in key order.
 // viewRecord reads the record at key in a read transaction. It returns ErrNotFound when the key
 // is absent or when dead (nil for records without expiry) says the record has expired at now.
 func viewRecord[T any](s *Store, ctx context.Context, bucket, key string, dead func(v T, now time.Time) bool) (v T, err error) {
@@ -362,6 +350,7 @@ func viewAll[T any](s *Store, ctx context.Context, bucket string) (vs []T, err e
 	return vs, nil
 }
 
+// listJSON decodes every value of a bucket, in key order.
 func listJSON[T any](b *bbolt.Bucket) ([]T, error) {
 	out := []T{}
 	err := b.ForEach(func(_, raw []byte) error {
@@ -377,25 +366,10 @@ func listJSON[T any](b *bbolt.Bucket) ([]T, error) {
 
 // --- expiry index ---
 
-// expiryNanos maps a time onto the index's unsigned, big-endian ordered axis. Times before 1970
-// (including the zero time) map to 0, so they are swept at once; times beyond what UnixNano can
-// represent (year 2262) map to the end of the axis.
-func expiryNanos(t time.Time) uint64 {
-	sec := t.Unix()
-	switch {
-	case sec < 0:
-		return 0
-	case sec >= math.MaxInt64/int64(time.Second)-1:
-		return math.MaxUint64
-	default:
-		return uint64(t.UnixNano())
-	}
-}
-
 // indexKey is be64(expiry ns) ‖ bucket ‖ 0x00 ‖ key.
 func indexKey(exp time.Time, bucket string, key []byte) []byte {
 	k := make([]byte, 8, 8+len(bucket)+1+len(key))
-	binary.BigEndian.PutUint64(k, expiryNanos(exp))
+	binary.BigEndian.PutUint64(k, record.ExpiryNanos(exp))
 	k = append(k, bucket...)
 	k = append(k, 0)
 	return append(k, key...)
@@ -414,17 +388,6 @@ func parseIndexKey(k []byte) (nanos uint64, bucket string, key []byte, ok bool) 
 	return binary.BigEndian.Uint64(k), string(rest[:i]), rest[i+1:], true
 }
 
-// expiryOf reads the expiry of any stored expiring record: all of them keep it in "expires_at".
-func expiryOf(raw []byte) (time.Time, error) {
-	var v struct {
-		ExpiresAt time.Time `json:"expires_at"`
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return time.Time{}, fmt.Errorf("decode expiry: %w", err)
-	}
-	return v.ExpiresAt, nil
-}
-
 // putExpiring writes value (which must carry expires_at == exp) under key and keeps the expiry
 // index in step: the entry of the record being replaced, if any, is removed first.
 func putExpiring(tx *bbolt.Tx, bucket string, key, value []byte, exp time.Time) error {
@@ -433,7 +396,7 @@ func putExpiring(tx *bbolt.Tx, bucket string, key, value []byte, exp time.Time) 
 	}
 	b, idx := bkt(tx, bucket), bkt(tx, bucketExpiry)
 	if old := b.Get(key); old != nil {
-		oldExp, err := expiryOf(old)
+		oldExp, err := record.ExpiryOf(old)
 		if err != nil {
 			return err
 		}
@@ -466,7 +429,7 @@ func deleteExpiring(tx *bbolt.Tx, bucket string, key []byte) error {
 	if old == nil {
 		return nil
 	}
-	exp, err := expiryOf(old)
+	exp, err := record.ExpiryOf(old)
 	if err != nil {
 		return err
 	}
@@ -482,7 +445,7 @@ func deleteExpiring(tx *bbolt.Tx, bucket string, key []byte) error {
 // upstream token is a cache).
 func (s *Store) DeleteExpired(ctx context.Context) (res storage.GCResult, err error) {
 	defer wrap(&err, "delete expired")
-	now := expiryNanos(s.now())
+	now := record.ExpiryNanos(s.now())
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -511,12 +474,7 @@ func (s *Store) DeleteExpired(ctx context.Context) (res storage.GCResult, err er
 		if err != nil {
 			return res, err
 		}
-		res.AuthRequests += chunk.AuthRequests
-		res.Codes += chunk.Codes
-		res.LoginStates += chunk.LoginStates
-		res.AccessTokens += chunk.AccessTokens
-		res.RefreshTokens += chunk.RefreshTokens
-		res.Sessions += chunk.Sessions
+		record.AddSwept(&res, chunk)
 		if seen < s.gcChunk {
 			return res, nil
 		}
@@ -539,14 +497,13 @@ func sweep(tx *bbolt.Tx, k []byte, res *storage.GCResult) error {
 	if raw == nil {
 		return nil
 	}
-	exp, err := expiryOf(raw)
+	exp, err := record.ExpiryOf(raw)
 	if err != nil || !bytes.Equal(indexKey(exp, bucket, key), k) {
 		// Stale entry, or an undecodable record: never destroy data on a doubtful index entry.
 		return nil
 	}
 	if bucket == bucketCodes {
-		var code codeRecord
-		if err := json.Unmarshal(raw, &code); err == nil {
+		if code, err := record.Decode[record.Code](key, raw); err == nil {
 			if err := bkt(tx, bucketARCodes).Delete(arCodeKey(code.AuthRequestID, string(key))); err != nil {
 				return err
 			}
@@ -561,19 +518,6 @@ func sweep(tx *bbolt.Tx, k []byte, res *storage.GCResult) error {
 			return err
 		}
 	}
-	switch bucket {
-	case bucketAuthRequests:
-		res.AuthRequests++
-	case bucketCodes:
-		res.Codes++
-	case bucketLoginStates:
-		res.LoginStates++
-	case bucketAccessTokens:
-		res.AccessTokens++
-	case bucketRefreshTokens:
-		res.RefreshTokens++
-	case bucketSessions:
-		res.Sessions++
-	}
+	record.Swept(res, bucket)
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 	"github.com/wecom-oidc/wecom-oidc/storage/storagetest"
 )
 
@@ -369,7 +370,7 @@ func checkIndex(tb testing.TB, s *Store) {
 				tb.Errorf("index entry for missing record %s/%q", bucket, key)
 				return nil
 			}
-			exp, err := expiryOf(raw)
+			exp, err := record.ExpiryOf(raw)
 			if err != nil {
 				return err
 			}
@@ -387,7 +388,7 @@ func checkIndex(tb testing.TB, s *Store) {
 				continue
 			}
 			err := bkt(tx, bucket).ForEach(func(k, raw []byte) error {
-				exp, err := expiryOf(raw)
+				exp, err := record.ExpiryOf(raw)
 				if err != nil {
 					return err
 				}
@@ -414,7 +415,7 @@ func checkLinks(tb testing.TB, s *Store) {
 	tb.Helper()
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		check := func(bucket string, k []byte, target string, key string, wantAR, wantSession string) error {
-			l, _, err := getJSON[linkRecord](bkt(tx, bucket), k)
+			l, _, err := getJSON[record.Link](bkt(tx, bucket), k)
 			if err != nil {
 				return err
 			}
@@ -423,7 +424,7 @@ func checkLinks(tb testing.TB, s *Store) {
 				tb.Errorf("link %s/%q points at missing %s/%q", bucket, k, target, key)
 				return nil
 			}
-			exp, err := expiryOf(raw)
+			exp, err := record.ExpiryOf(raw)
 			if err != nil {
 				return err
 			}
@@ -431,7 +432,7 @@ func checkLinks(tb testing.TB, s *Store) {
 				tb.Errorf("link %s/%q expires %v, its %s record %v", bucket, k, l.ExpiresAt, target, exp)
 			}
 			if target == bucketFamilies {
-				fam, _, err := getJSON[familyRecord](bkt(tx, target), []byte(key))
+				fam, _, err := getJSON[record.Family](bkt(tx, target), []byte(key))
 				if err != nil {
 					return err
 				}
@@ -469,7 +470,7 @@ func checkLinks(tb testing.TB, s *Store) {
 func linkExpiry(tb testing.TB, s *Store, bucket string, key []byte) (exp time.Time, ok bool) {
 	tb.Helper()
 	err := s.db.View(func(tx *bbolt.Tx) error {
-		l, found, err := getJSON[linkRecord](bkt(tx, bucket), key)
+		l, found, err := getJSON[record.Link](bkt(tx, bucket), key)
 		exp, ok = l.ExpiresAt, found
 		return err
 	})

@@ -12,6 +12,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // This file holds the records without subtle atomicity: clients, sessions, users, keys and the
@@ -28,7 +29,7 @@ func (s *Store) CreateClient(ctx context.Context, c storage.Client) (err error) 
 	if c.ID == "" {
 		return errors.New("empty client id")
 	}
-	raw, err := encode(c)
+	raw, err := record.Encode(c)
 	if err != nil {
 		return err
 	}
@@ -98,7 +99,7 @@ func (s *Store) CreateSession(ctx context.Context, sess storage.Session) (err er
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	raw, err := encode(sess)
+	raw, err := record.Encode(sess)
 	if err != nil {
 		return err
 	}
@@ -110,7 +111,7 @@ func (s *Store) CreateSession(ctx context.Context, sess storage.Session) (err er
 // GetSession returns ErrNotFound for unknown or expired sessions.
 func (s *Store) GetSession(ctx context.Context, id string) (sess storage.Session, err error) {
 	defer wrap(&err, "get session")
-	return viewRecord(s, ctx, bucketSessions, id, func(v storage.Session, now time.Time) bool { return expired(v.ExpiresAt, now) })
+	return viewRecord(s, ctx, bucketSessions, id, func(v storage.Session, now time.Time) bool { return record.Expired(v.ExpiresAt, now) })
 }
 
 // DeleteSession removes the session, revoking nothing; a missing one is not an error. The
@@ -193,7 +194,7 @@ func (s *Store) PutKey(ctx context.Context, k storage.KeyRecord) (err error) {
 // GetUpstreamToken returns ErrNotFound when nothing is cached or the token has expired.
 func (s *Store) GetUpstreamToken(ctx context.Context, key string) (t storage.UpstreamToken, err error) {
 	defer wrap(&err, "get upstream token %q", key)
-	return viewRecord(s, ctx, bucketUpstream, key, func(v storage.UpstreamToken, now time.Time) bool { return expired(v.ExpiresAt, now) })
+	return viewRecord(s, ctx, bucketUpstream, key, func(v storage.UpstreamToken, now time.Time) bool { return record.Expired(v.ExpiresAt, now) })
 }
 
 // PutUpstreamToken creates or replaces the cached token for t.Key.
@@ -202,7 +203,7 @@ func (s *Store) PutUpstreamToken(ctx context.Context, t storage.UpstreamToken) (
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	raw, err := encode(t)
+	raw, err := record.Encode(t)
 	if err != nil {
 		return err
 	}
@@ -243,14 +244,13 @@ func addSessionClient(tx *bbolt.Tx, sessionID, clientID string, now time.Time) e
 	if err != nil {
 		return err
 	}
-	if !ok || expired(sess.ExpiresAt, now) {
+	if !ok || record.Expired(sess.ExpiresAt, now) {
 		return storage.ErrNotFound
 	}
-	if slices.Contains(sess.Clients, clientID) {
+	if !record.AddClient(&sess, clientID) {
 		return nil
 	}
-	sess.Clients = append(sess.Clients, clientID)
-	raw, err := encode(sess)
+	raw, err := record.Encode(sess)
 	if err != nil {
 		return err
 	}
@@ -271,7 +271,7 @@ func (s *Store) EndSession(ctx context.Context, id string) (sess storage.Session
 		if err != nil {
 			return err
 		}
-		if !ok || expired(got.ExpiresAt, now) {
+		if !ok || record.Expired(got.ExpiresAt, now) {
 			return storage.ErrNotFound
 		}
 		prefix := lenPrefix(id)
@@ -314,7 +314,7 @@ func putPlain(s *Store, ctx context.Context, bucket, key, what string, v any) er
 	if key == "" {
 		return errors.New("empty " + what)
 	}
-	raw, err := encode(v)
+	raw, err := record.Encode(v)
 	if err != nil {
 		return err
 	}

@@ -3,42 +3,16 @@ package bolt
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // This file holds access tokens, refresh tokens and refresh families.
-
-// accessRecord is the value of the access_tokens bucket: the token plus its own revocation flag
-// (revocation through the family lives in the family record). The embedded token's fields are
-// flattened, so "expires_at" sits at the top level like in every expiring record.
-type accessRecord struct {
-	storage.AccessToken
-	Revoked bool `json:"revoked,omitempty"`
-}
-
-// familyRecord is the value of the refresh_families bucket. Revoking a family is one write here;
-// every lookup of a token of the family reads it. ExpiresAt is the latest expiry of any refresh
-// or access token issued in the family, so the record outlives all of them.
-type familyRecord struct {
-	Revoked   bool      `json:"revoked,omitempty"`
-	ExpiresAt time.Time `json:"expires_at"`
-	// SessionID and AuthRequestID say which links lead to the family (session_families,
-	// auth_request_tokens); extendFamily moves their expiry along with the family's.
-	SessionID     string `json:"session_id,omitempty"`
-	AuthRequestID string `json:"auth_request_id,omitempty"`
-}
-
-// linkRecord is the value of the link buckets (auth_request_tokens, session_families): only an
-// expiry, so that the links are swept like every other expiring record.
-type linkRecord struct {
-	ExpiresAt time.Time `json:"expires_at"`
-}
 
 // Kinds of auth_request_tokens entries: the byte after the auth request id's length prefix.
 const (
@@ -60,7 +34,7 @@ func sessionFamilyKey(sessionID, familyID string) []byte {
 
 // putLink creates or replaces a link entry expiring at exp.
 func putLink(tx *bbolt.Tx, bucket string, key []byte, exp time.Time) error {
-	raw, err := encode(linkRecord{ExpiresAt: exp})
+	raw, err := record.Encode(record.Link{ExpiresAt: exp})
 	if err != nil {
 		return err
 	}
@@ -87,31 +61,23 @@ func prefixKeys(tx *bbolt.Tx, bucket string, prefix []byte) [][]byte {
 	return keys
 }
 
-// checkFamily returns ErrRevoked when the family is revoked or unknown. An unknown family means
-// its record was swept, which happens only after all its tokens expired: failing closed is
-// then both safe and unobservable.
+// checkFamily returns ErrRevoked when the family is revoked or unknown (see record.CheckFamily).
 func checkFamily(tx *bbolt.Tx, familyID string) error {
-	fam, ok, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
+	fam, ok, err := getJSON[record.Family](bkt(tx, bucketFamilies), []byte(familyID))
 	if err != nil {
 		return err
 	}
-	if !ok {
-		return fmt.Errorf("refresh family %q unknown: %w", familyID, storage.ErrRevoked)
-	}
-	if fam.Revoked {
-		return fmt.Errorf("refresh family %q: %w", familyID, storage.ErrRevoked)
-	}
-	return nil
+	return record.CheckFamily(familyID, fam, ok)
 }
 
 // extendFamily makes the family record, and the links leading to it, live at least until exp.
 func extendFamily(tx *bbolt.Tx, familyID string, exp time.Time) error {
-	fam, ok, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
+	fam, ok, err := getJSON[record.Family](bkt(tx, bucketFamilies), []byte(familyID))
 	if err != nil || !ok || !exp.After(fam.ExpiresAt) {
 		return err
 	}
 	fam.ExpiresAt = exp
-	raw, err := encode(fam)
+	raw, err := record.Encode(fam)
 	if err != nil {
 		return err
 	}
@@ -134,12 +100,12 @@ func extendFamily(tx *bbolt.Tx, familyID string, exp time.Time) error {
 // revokeAccess marks the access token revoked; an unknown or already revoked token is left
 // alone.
 func revokeAccess(tx *bbolt.Tx, id string) error {
-	rec, ok, err := getJSON[accessRecord](bkt(tx, bucketAccessTokens), []byte(id))
+	rec, ok, err := getJSON[record.Access](bkt(tx, bucketAccessTokens), []byte(id))
 	if err != nil || !ok || rec.Revoked {
 		return err
 	}
 	rec.Revoked = true
-	raw, err := encode(rec)
+	raw, err := record.Encode(rec)
 	if err != nil {
 		return err
 	}
@@ -172,7 +138,7 @@ func revokeIssued(tx *bbolt.Tx, authRequestID string, codeExpires time.Time) err
 		}
 	}
 	marker := arTokenKey(authRequestID, linkReplayed, "")
-	old, ok, err := getJSON[linkRecord](bkt(tx, bucketARTokens), marker)
+	old, ok, err := getJSON[record.Link](bkt(tx, bucketARTokens), marker)
 	if err != nil || (ok && !codeExpires.After(old.ExpiresAt)) {
 		return err
 	}
@@ -181,24 +147,21 @@ func revokeIssued(tx *bbolt.Tx, authRequestID string, codeExpires time.Time) err
 
 // checkNotReplayed fails with ErrRevoked when a code of the auth request has been replayed.
 func checkNotReplayed(tx *bbolt.Tx, authRequestID string, now time.Time) error {
-	m, ok, err := getJSON[linkRecord](bkt(tx, bucketARTokens), arTokenKey(authRequestID, linkReplayed, ""))
+	m, ok, err := getJSON[record.Link](bkt(tx, bucketARTokens), arTokenKey(authRequestID, linkReplayed, ""))
 	if err != nil {
 		return err
 	}
-	if ok && !expired(m.ExpiresAt, now) {
-		return fmt.Errorf("auth request %q: a code of it was presented again, its tokens are refused: %w", authRequestID, storage.ErrRevoked)
-	}
-	return nil
+	return record.CheckNotReplayed(authRequestID, m, ok, now)
 }
 
 // revokeFamily marks the family revoked; an unknown or already revoked family is left alone.
 func revokeFamily(tx *bbolt.Tx, familyID string) error {
-	fam, ok, err := getJSON[familyRecord](bkt(tx, bucketFamilies), []byte(familyID))
+	fam, ok, err := getJSON[record.Family](bkt(tx, bucketFamilies), []byte(familyID))
 	if err != nil || !ok || fam.Revoked {
 		return err
 	}
 	fam.Revoked = true
-	raw, err := encode(fam)
+	raw, err := record.Encode(fam)
 	if err != nil {
 		return err
 	}
@@ -218,30 +181,20 @@ func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, re
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if access.ID == "" {
-		return errors.New("empty access token id")
+	tok, err := record.NewTokens(access, refresh)
+	if err != nil {
+		return err
 	}
-	rawAccess, err := encode(accessRecord{AccessToken: access})
+	rawAccess, err := record.Encode(tok.Access)
 	if err != nil {
 		return err
 	}
 	var rawRefresh, rawFamily []byte
-	var familyExpires time.Time
-	if refresh != nil {
-		if refresh.Hash == "" || refresh.FamilyID == "" {
-			return errors.New("refresh token without hash or family id")
-		}
-		rt := *refresh
-		rt.RotatedAt = nil // a new family's first token has not been rotated
-		if rawRefresh, err = encode(rt); err != nil {
+	if rt := tok.Refresh; rt != nil {
+		if rawRefresh, err = record.Encode(*rt); err != nil {
 			return err
 		}
-		fam := familyRecord{ExpiresAt: rt.ExpiresAt, SessionID: rt.SessionID, AuthRequestID: access.AuthRequestID}
-		if access.FamilyID == rt.FamilyID && access.ExpiresAt.After(fam.ExpiresAt) {
-			fam.ExpiresAt = access.ExpiresAt
-		}
-		familyExpires = fam.ExpiresAt
-		if rawFamily, err = encode(fam); err != nil {
+		if rawFamily, err = record.Encode(tok.Family); err != nil {
 			return err
 		}
 	}
@@ -258,29 +211,29 @@ func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, re
 				return err
 			}
 		}
-		if refresh != nil {
-			if err := putNew(tx, bucketFamilies, []byte(refresh.FamilyID), rawFamily, familyExpires, "refresh family"); err != nil {
+		if rt, famExp := tok.Refresh, tok.Family.ExpiresAt; rt != nil {
+			if err := putNew(tx, bucketFamilies, []byte(rt.FamilyID), rawFamily, famExp, "refresh family"); err != nil {
 				return err
 			}
-			if err := putNew(tx, bucketRefreshTokens, []byte(refresh.Hash), rawRefresh, refresh.ExpiresAt, "refresh token"); err != nil {
+			if err := putNew(tx, bucketRefreshTokens, []byte(rt.Hash), rawRefresh, rt.ExpiresAt, "refresh token"); err != nil {
 				return err
 			}
 			if access.AuthRequestID != "" {
-				if err := putLink(tx, bucketARTokens, arTokenKey(access.AuthRequestID, linkFamily, refresh.FamilyID), familyExpires); err != nil {
+				if err := putLink(tx, bucketARTokens, arTokenKey(access.AuthRequestID, linkFamily, rt.FamilyID), famExp); err != nil {
 					return err
 				}
 			}
-			if refresh.SessionID != "" {
-				if err := putLink(tx, bucketSessionFamilies, sessionFamilyKey(refresh.SessionID, refresh.FamilyID), familyExpires); err != nil {
+			if rt.SessionID != "" {
+				if err := putLink(tx, bucketSessionFamilies, sessionFamilyKey(rt.SessionID, rt.FamilyID), famExp); err != nil {
 					return err
 				}
 			}
 		}
-		if access.FamilyID != "" && (refresh == nil || access.FamilyID != refresh.FamilyID) {
-			if err := checkFamily(tx, access.FamilyID); err != nil {
+		if familyID := tok.ExistingFamily(); familyID != "" {
+			if err := checkFamily(tx, familyID); err != nil {
 				return err
 			}
-			if err := extendFamily(tx, access.FamilyID, access.ExpiresAt); err != nil {
+			if err := extendFamily(tx, familyID, access.ExpiresAt); err != nil {
 				return err
 			}
 		}
@@ -297,11 +250,11 @@ func (s *Store) GetAccessToken(ctx context.Context, id string) (at storage.Acces
 	}
 	now := s.now()
 	err = s.db.View(func(tx *bbolt.Tx) error {
-		rec, ok, err := getJSON[accessRecord](bkt(tx, bucketAccessTokens), []byte(id))
+		rec, ok, err := getJSON[record.Access](bkt(tx, bucketAccessTokens), []byte(id))
 		if err != nil {
 			return err
 		}
-		if !ok || expired(rec.ExpiresAt, now) {
+		if !ok || record.Expired(rec.ExpiresAt, now) {
 			return storage.ErrNotFound
 		}
 		if rec.Revoked {
@@ -336,7 +289,7 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash string) (rt storage.Re
 		if err != nil {
 			return err
 		}
-		if !ok || expired(got.ExpiresAt, now) {
+		if !ok || record.Expired(got.ExpiresAt, now) {
 			return storage.ErrNotFound
 		}
 		if got.RotatedAt != nil {
@@ -373,15 +326,15 @@ func (s *Store) RotateRefreshToken(ctx context.Context, presentedHash string, ne
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if next.Hash == "" || access.ID == "" {
-		return errors.New("next refresh token without hash, or access token without id")
-	}
-	next.RotatedAt = nil
-	rawNext, err := encode(next)
+	rot, err := record.NewRotation(next, access)
 	if err != nil {
 		return err
 	}
-	rawAccess, err := encode(accessRecord{AccessToken: access})
+	rawNext, err := record.Encode(rot.Next)
+	if err != nil {
+		return err
+	}
+	rawAccess, err := record.Encode(rot.Access)
 	if err != nil {
 		return err
 	}
@@ -393,7 +346,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, presentedHash string, ne
 		if err != nil {
 			return err
 		}
-		if !ok || expired(cur.ExpiresAt, now) {
+		if !ok || record.Expired(cur.ExpiresAt, now) {
 			return storage.ErrNotFound
 		}
 		if cur.RotatedAt != nil {
@@ -403,15 +356,12 @@ func (s *Store) RotateRefreshToken(ctx context.Context, presentedHash string, ne
 		if err := checkFamily(tx, cur.FamilyID); err != nil {
 			return err
 		}
-		if next.FamilyID != cur.FamilyID {
-			return fmt.Errorf("next token's family %q is not the presented token's %q: %w", next.FamilyID, cur.FamilyID, storage.ErrConflict)
-		}
-		if access.FamilyID != "" && access.FamilyID != cur.FamilyID {
-			return fmt.Errorf("access token's family %q is not the presented token's %q: %w", access.FamilyID, cur.FamilyID, storage.ErrConflict)
+		if err := rot.Check(cur); err != nil {
+			return err
 		}
 		rotatedAt := now
 		cur.RotatedAt = &rotatedAt
-		rawCur, err := encode(cur)
+		rawCur, err := record.Encode(cur)
 		if err != nil {
 			return err
 		}
@@ -424,11 +374,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, presentedHash string, ne
 		if err := putNew(tx, bucketAccessTokens, []byte(access.ID), rawAccess, access.ExpiresAt, "access token"); err != nil {
 			return err
 		}
-		famExp := next.ExpiresAt
-		if access.FamilyID != "" && access.ExpiresAt.After(famExp) {
-			famExp = access.ExpiresAt
-		}
-		return extendFamily(tx, cur.FamilyID, famExp)
+		return extendFamily(tx, cur.FamilyID, rot.FamilyExpiry())
 	})
 	if err != nil {
 		return err

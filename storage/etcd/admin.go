@@ -2,15 +2,14 @@ package etcd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // This file holds clients, sessions, users, keys, the upstream token cache, and the operator
@@ -71,7 +70,7 @@ func (s *Store) putPlain(ctx context.Context, kind, id, what string, v any) erro
 	if id == "" {
 		return errors.New("empty " + what)
 	}
-	raw, err := encode(v)
+	raw, err := record.Encode(v)
 	if err != nil {
 		return err
 	}
@@ -92,7 +91,7 @@ func (s *Store) CreateSession(ctx context.Context, sess storage.Session) (err er
 // GetSession returns ErrNotFound for unknown or expired sessions.
 func (s *Store) GetSession(ctx context.Context, id string) (sess storage.Session, err error) {
 	defer wrap(&err, "get session")
-	return viewRecord(s, ctx, kindSessions, id, func(v storage.Session, now time.Time) bool { return expired(v.ExpiresAt, now) })
+	return viewRecord(s, ctx, kindSessions, id, func(v storage.Session, now time.Time) bool { return record.Expired(v.ExpiresAt, now) })
 }
 
 // DeleteSession removes the session, revoking nothing; a missing one is not an error. The
@@ -129,13 +128,12 @@ func addSessionClient(t *txn, sessionID, clientID string, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if !ok || expired(sess.ExpiresAt, now) {
+	if !ok || record.Expired(sess.ExpiresAt, now) {
 		return storage.ErrNotFound
 	}
-	if slices.Contains(sess.Clients, clientID) {
+	if !record.AddClient(&sess, clientID) {
 		return nil
 	}
-	sess.Clients = append(sess.Clients, clientID)
 	return t.putExpiring(kindSessions, sessionID, sess, sess.ExpiresAt)
 }
 
@@ -154,7 +152,7 @@ func (s *Store) EndSession(ctx context.Context, id string) (sess storage.Session
 		if err != nil {
 			return err
 		}
-		if !ok || expired(got.ExpiresAt, s.now()) {
+		if !ok || record.Expired(got.ExpiresAt, s.now()) {
 			return storage.ErrNotFound
 		}
 		prefix := s.key(kindSessionFamilies, sessionFamiliesPrefix(id))
@@ -262,16 +260,13 @@ func (s *Store) RevokeUserTokens(ctx context.Context, subject string) (n int, er
 		return 0, errors.New("empty subject")
 	}
 	now := s.now()
-	families := map[string]bool{}
-	var loose []string // access tokens without a family
+	user := record.NewUserTokens(subject)
 	_, err = s.scan(ctx, s.kindPrefix(kindRefreshTokens), 0, func(key string, raw []byte) error {
-		t, err := decode[tokenOwner](key, raw)
+		t, err := record.Decode[record.TokenOwner](key, raw)
 		if err != nil {
 			return err
 		}
-		if t.Subject == subject && t.FamilyID != "" {
-			families[t.FamilyID] = true
-		}
+		user.AddRefresh(t)
 		return nil
 	})
 	if err != nil {
@@ -279,28 +274,22 @@ func (s *Store) RevokeUserTokens(ctx context.Context, subject string) (n int, er
 	}
 	accessPrefix := s.kindPrefix(kindAccessTokens)
 	_, err = s.scan(ctx, accessPrefix, 0, func(key string, raw []byte) error {
-		t, err := decode[tokenOwner](key, raw)
+		t, err := record.Decode[record.TokenOwner](key, raw)
 		if err != nil {
 			return err
 		}
-		switch {
-		case t.Subject != subject:
-		case t.FamilyID != "":
-			families[t.FamilyID] = true
-		case !t.Revoked && !expired(t.ExpiresAt, now):
-			loose = append(loose, strings.TrimPrefix(key, accessPrefix))
-		}
+		user.AddAccess(strings.TrimPrefix(key, accessPrefix), t, now)
 		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
-	ids := make([]string, 0, len(families))
-	for id := range families {
+	ids := make([]string, 0, len(user.Families))
+	for id := range user.Families {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	return s.revokeInChunks(ctx, ids, loose)
+	return s.revokeInChunks(ctx, ids, user.Loose)
 }
 
 // --- signing keys ---
@@ -342,7 +331,7 @@ func (s *Store) DeleteKey(ctx context.Context, id string) (err error) {
 // GetUpstreamToken returns ErrNotFound when nothing is cached or the token has expired.
 func (s *Store) GetUpstreamToken(ctx context.Context, key string) (t storage.UpstreamToken, err error) {
 	defer wrap(&err, "get upstream token %q", key)
-	return viewRecord(s, ctx, kindUpstream, key, func(v storage.UpstreamToken, now time.Time) bool { return expired(v.ExpiresAt, now) })
+	return viewRecord(s, ctx, kindUpstream, key, func(v storage.UpstreamToken, now time.Time) bool { return record.Expired(v.ExpiresAt, now) })
 }
 
 // PutUpstreamToken creates or replaces the cached token for t.Key: a blind write (the last
@@ -366,30 +355,13 @@ func (s *Store) DeleteUpstreamToken(ctx context.Context, key string) (err error)
 
 // --- stats ---
 
-// Stats keys.
-const (
-	statClients       = "clients"
-	statUsers         = "users"
-	statSessions      = "sessions"
-	statAuthRequests  = "auth_requests"
-	statAccessTokens  = "access_tokens"
-	statRefreshTokens = "refresh_tokens"
-	statKeys          = "keys"
-)
-
-// Stats counts the live records of each kind by the Store's clock:
-//
-//	clients, users   every record (they do not expire)
-//	keys             keys still published: NotAfter zero or after now
-//	sessions         unexpired sessions
-//	auth_requests    unexpired auth requests
-//	access_tokens    unexpired access tokens not revoked, by themselves or through their family
-//	refresh_tokens   unexpired refresh tokens not rotated, whose family is live and not revoked
+// Stats counts the live records of each kind by the Store's clock; record.Counts lists the
+// counts and says what makes a record live.
 //
 // Each kind is read by its own scan, at its own revision (clients and users are only counted,
-// server-side); the families are read once, up front, by one scan. So each count is consistent,
-// but they may come from slightly different moments. The cost is one pass over the token
-// kinds, decoding each record.
+// server-side); the families are read once, before the first count that needs them, by one
+// scan. So each count is consistent, but they may come from slightly different moments. The
+// cost is one pass over the token kinds, decoding each record.
 func (s *Store) Stats(ctx context.Context) (stats map[string]int, err error) {
 	defer wrap(&err, "stats")
 	if err := s.usable(ctx); err != nil {
@@ -397,52 +369,29 @@ func (s *Store) Stats(ctx context.Context) (stats map[string]int, err error) {
 	}
 	now := s.now()
 	stats = map[string]int{}
-	for kind, stat := range map[string]string{kindClients: statClients, kindUsers: statUsers} {
-		rctx, cancel := s.rctx(ctx)
-		resp, err := s.cli.Get(rctx, s.kindPrefix(kind), countOnly()...)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("count %s: %w", stat, err)
-		}
-		stats[stat] = int(resp.Count)
-	}
-	liveFamilies := map[string]bool{}
-	if _, err := s.scan(ctx, s.kindPrefix(kindFamilies), 0, func(key string, raw []byte) error {
-		fam, err := decode[familyRecord](key, raw)
-		if err != nil {
-			return nil // a family that does not decode counts as not live, as checks fail closed on it
-		}
-		liveFamilies[strings.TrimPrefix(key, s.kindPrefix(kindFamilies))] = !fam.Revoked && !expired(fam.ExpiresAt, now)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("read refresh families: %w", err)
-	}
-	steps := []struct {
-		stat, kind string
-		keep       func(raw []byte) (bool, error)
-	}{
-		{statKeys, kindKeys, func(raw []byte) (bool, error) {
-			var k struct {
-				NotAfter time.Time `json:"not_after"`
+	var liveFamilies map[string]bool
+	family := func(id string) bool { return liveFamilies[id] }
+	for _, c := range record.Counts() {
+		if c.Live == nil {
+			rctx, cancel := s.rctx(ctx)
+			resp, err := s.cli.Get(rctx, s.kindPrefix(c.Kind), countOnly()...)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("count %s: %w", c.Stat, err)
 			}
-			if err := json.Unmarshal(raw, &k); err != nil {
-				return false, err
+			stats[c.Stat] = int(resp.Count)
+			continue
+		}
+		if liveFamilies == nil {
+			live, err := s.liveFamilies(ctx, now)
+			if err != nil {
+				return nil, fmt.Errorf("read refresh families: %w", err)
 			}
-			return k.NotAfter.IsZero() || k.NotAfter.After(now), nil
-		}},
-		{statSessions, kindSessions, liveOwner(now, func(tokenOwner) bool { return true })},
-		{statAuthRequests, kindAuthRequests, liveOwner(now, func(tokenOwner) bool { return true })},
-		{statAccessTokens, kindAccessTokens, liveOwner(now, func(t tokenOwner) bool {
-			return !t.Revoked && (t.FamilyID == "" || liveFamilies[t.FamilyID])
-		})},
-		{statRefreshTokens, kindRefreshTokens, liveOwner(now, func(t tokenOwner) bool {
-			return t.RotatedAt == nil && liveFamilies[t.FamilyID]
-		})},
-	}
-	for _, st := range steps {
+			liveFamilies = live
+		}
 		n := 0
-		_, err := s.scan(ctx, s.kindPrefix(st.kind), 0, func(key string, raw []byte) error {
-			ok, err := st.keep(raw)
+		_, err := s.scan(ctx, s.kindPrefix(c.Kind), 0, func(key string, raw []byte) error {
+			ok, err := c.Live(raw, now, family)
 			if err != nil {
 				return fmt.Errorf("decode record %q: %w", key, err)
 			}
@@ -452,20 +401,23 @@ func (s *Store) Stats(ctx context.Context) (stats map[string]int, err error) {
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("count %s: %w", st.stat, err)
+			return nil, fmt.Errorf("count %s: %w", c.Stat, err)
 		}
-		stats[st.stat] = n
+		stats[c.Stat] = n
 	}
 	return stats, nil
 }
 
-// liveOwner returns a Stats filter for records with an expiry: unexpired, and accepted by keep.
-func liveOwner(now time.Time, keep func(tokenOwner) bool) func(raw []byte) (bool, error) {
-	return func(raw []byte) (bool, error) {
-		var t tokenOwner
-		if err := json.Unmarshal(raw, &t); err != nil {
-			return false, err
+// liveFamilies reads every refresh family, by one scan, and tells which are live at now. A
+// family that does not decode counts as not live, as checkFamily fails closed on it.
+func (s *Store) liveFamilies(ctx context.Context, now time.Time) (map[string]bool, error) {
+	live := map[string]bool{}
+	prefix := s.kindPrefix(kindFamilies)
+	_, err := s.scan(ctx, prefix, 0, func(key string, raw []byte) error {
+		if fam, err := record.Decode[record.Family](key, raw); err == nil {
+			live[strings.TrimPrefix(key, prefix)] = fam.Live(now)
 		}
-		return !expired(t.ExpiresAt, now) && keep(t), nil
-	}
+		return nil
+	})
+	return live, err
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // This file holds the login flow's short-lived records: auth requests, codes and WeCom login
@@ -28,7 +29,7 @@ func liveAuthRequest(t *txn, id string, now time.Time) (storage.AuthRequest, err
 	if err != nil {
 		return storage.AuthRequest{}, err
 	}
-	if !ok || expired(ar.ExpiresAt, now) {
+	if !ok || record.Expired(ar.ExpiresAt, now) {
 		return storage.AuthRequest{}, fmt.Errorf("auth request %q: %w", id, storage.ErrNotFound)
 	}
 	return ar, nil
@@ -37,7 +38,7 @@ func liveAuthRequest(t *txn, id string, now time.Time) (storage.AuthRequest, err
 // GetAuthRequest returns ErrNotFound for unknown or expired requests.
 func (s *Store) GetAuthRequest(ctx context.Context, id string) (ar storage.AuthRequest, err error) {
 	defer wrap(&err, "get auth request")
-	return viewRecord(s, ctx, kindAuthRequests, id, func(v storage.AuthRequest, now time.Time) bool { return expired(v.ExpiresAt, now) })
+	return viewRecord(s, ctx, kindAuthRequests, id, func(v storage.AuthRequest, now time.Time) bool { return record.Expired(v.ExpiresAt, now) })
 }
 
 // UpdateAuthRequest runs fn on a fresh copy of the live request and commits the result with a
@@ -97,11 +98,11 @@ func deleteAuthRequest(t *txn, id string) error {
 	}
 	for _, l := range links {
 		hash := strings.TrimPrefix(l.key, prefix)
-		code, ok, err := getJSON[codeRecord](t, kindCodes, hash)
+		code, ok, err := getJSON[record.Code](t, kindCodes, hash)
 		if err != nil {
 			return err
 		}
-		if ok && code.AuthRequestID == id && !code.Used {
+		if ok && code.DeletedWith(id) {
 			if err := t.deleteExpiring(kindCodes, hash); err != nil {
 				return err
 			}
@@ -142,7 +143,7 @@ func saveCode(t *txn, codeHash, authRequestID string, expiresAt time.Time) error
 	if codeHash == "" {
 		return errors.New("empty code hash")
 	}
-	rec := codeRecord{AuthRequestID: authRequestID, ExpiresAt: expiresAt}
+	rec := record.Code{AuthRequestID: authRequestID, ExpiresAt: expiresAt}
 	if err := t.putNew(kindCodes, codeHash, rec, expiresAt, "code"); err != nil {
 		return err
 	}
@@ -156,12 +157,9 @@ func saveCode(t *txn, codeHash, authRequestID string, expiresAt time.Time) error
 // skipped, as the contract says.
 func (s *Store) CompleteAuthRequest(ctx context.Context, id string, c storage.Completion) (ar storage.AuthRequest, err error) {
 	defer wrap(&err, "complete auth request %q", id)
-	sessionID := c.SessionID
-	if c.NewSession != nil {
-		if c.NewSession.ID == "" {
-			return ar, errors.New("new session without id")
-		}
-		sessionID = c.NewSession.ID
+	sessionID, err := record.CompletionSession(c)
+	if err != nil {
+		return ar, err
 	}
 	if id == "" {
 		return ar, storage.ErrNotFound
@@ -183,12 +181,8 @@ func (s *Store) CompleteAuthRequest(ctx context.Context, id string, c storage.Co
 		if err != nil {
 			return err
 		}
-		if got.Done {
-			return fmt.Errorf("auth request already done: %w", storage.ErrConflict)
-		}
-		got.Done, got.Subject, got.AuthTime, got.AMR, got.SessionID = true, c.Subject, c.AuthTime, c.AMR, sessionID
-		if c.ExpiresAt.After(got.ExpiresAt) {
-			got.ExpiresAt = c.ExpiresAt
+		if err := record.Complete(&got, c); err != nil {
+			return err
 		}
 		if err := t.putExpiring(kindAuthRequests, id, got, got.ExpiresAt); err != nil {
 			return err
@@ -231,11 +225,11 @@ func (s *Store) ConsumeCode(ctx context.Context, codeHash string) (ar storage.Au
 	err = s.updateSplit(ctx, func(t *txn) error {
 		replayed, replayedAR, ar = false, "", storage.AuthRequest{}
 		now := s.now()
-		code, ok, err := getJSON[codeRecord](t, kindCodes, codeHash)
+		code, ok, err := getJSON[record.Code](t, kindCodes, codeHash)
 		if err != nil {
 			return err
 		}
-		if !ok || expired(code.ExpiresAt, now) {
+		if !ok || record.Expired(code.ExpiresAt, now) {
 			return storage.ErrNotFound
 		}
 		if code.Used {
@@ -281,7 +275,7 @@ func (s *Store) ConsumeLoginState(ctx context.Context, state string) (ls storage
 		if err != nil {
 			return err
 		}
-		if !ok || expired(got.ExpiresAt, s.now()) {
+		if !ok || record.Expired(got.ExpiresAt, s.now()) {
 			return storage.ErrNotFound
 		}
 		ls = got

@@ -14,6 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/ctxio"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // A backup is a JSON-lines stream:
@@ -59,7 +61,7 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (n int64, err error) {
 	if err := s.usable(ctx); err != nil {
 		return 0, err
 	}
-	cw := &ctxWriter{ctx: ctx, w: w}
+	cw := ctxio.NewWriter(ctx, w)
 	bw := bufio.NewWriterSize(cw, 32<<10)
 	enc := json.NewEncoder(bw)
 	keys := 0
@@ -88,38 +90,13 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (n int64, err error) {
 		err = bw.Flush()
 	}
 	if err != nil {
-		if cw.err != nil {
+		if cw.Err() != nil {
 			// The error w (or ctx) gave is the one to report, and to match with errors.Is.
-			err = fmt.Errorf("write copy: %w", cw.err)
+			err = fmt.Errorf("write copy: %w", cw.Err())
 		}
-		return cw.n, err
+		return cw.Written(), err
 	}
-	return cw.n, nil
-}
-
-// ctxWriter passes writes to w until ctx is done, and keeps the count of bytes w accepted and
-// the first error.
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-	n   int64
-	err error
-}
-
-func (c *ctxWriter) Write(p []byte) (int, error) {
-	if c.err != nil {
-		return 0, c.err
-	}
-	if c.err = c.ctx.Err(); c.err != nil {
-		return 0, c.err
-	}
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	if err == nil && n < len(p) {
-		err = io.ErrShortWrite
-	}
-	c.err = err
-	return n, err
+	return cw.Written(), nil
 }
 
 // restoreBatch bounds one transaction of Restore: keys, and bytes (etcd refuses requests above
@@ -257,7 +234,7 @@ func (s *Store) restoreLease(ctx context.Context, kind, id string, raw []byte) (
 		exp = time.Unix(0, int64(nanos))
 	} else {
 		var err error
-		if exp, err = expiryOf(raw); err != nil {
+		if exp, err = record.ExpiryOf(raw); err != nil {
 			return nil, err
 		}
 	}

@@ -7,7 +7,8 @@
 //
 // Every key is Config.Prefix followed by a kind and a "/": the kinds, and most of what they
 // hold, are those of the bolt backend, so that both read alike. Values are JSON; the record
-// types are package storage's, plus the few internal records below (records.go).
+// types are package storage's, plus the few internal records of package storage/internal/record
+// that both backends share.
 //
 //	clients/<id>                      storage.Client
 //	auth_requests/<id>                storage.AuthRequest
@@ -85,6 +86,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // Config configures Open.
@@ -120,22 +122,24 @@ const (
 	maxTxnOps = 128
 )
 
-// Kinds: the first component of every key under the prefix. None contains "/".
+// Kinds: the first component of every key under the prefix. The kinds of record are package
+// record's (the bolt backend names its buckets alike); expiry and meta are this backend's own.
+// None contains "/".
 const (
-	kindClients         = "clients"
-	kindAuthRequests    = "auth_requests"
-	kindCodes           = "codes"
-	kindARCodes         = "auth_request_codes"
-	kindARTokens        = "auth_request_tokens"
-	kindLoginStates     = "login_states"
-	kindAccessTokens    = "access_tokens"
-	kindRefreshTokens   = "refresh_tokens"
-	kindFamilies        = "refresh_families"
-	kindSessions        = "sessions"
-	kindSessionFamilies = "session_families"
-	kindUsers           = "users"
-	kindKeys            = "keys"
-	kindUpstream        = "upstream_tokens"
+	kindClients         = record.KindClients
+	kindAuthRequests    = record.KindAuthRequests
+	kindCodes           = record.KindCodes
+	kindARCodes         = record.KindARCodes
+	kindARTokens        = record.KindARTokens
+	kindLoginStates     = record.KindLoginStates
+	kindAccessTokens    = record.KindAccessTokens
+	kindRefreshTokens   = record.KindRefreshTokens
+	kindFamilies        = record.KindFamilies
+	kindSessions        = record.KindSessions
+	kindSessionFamilies = record.KindSessionFamilies
+	kindUsers           = record.KindUsers
+	kindKeys            = record.KindKeys
+	kindUpstream        = record.KindUpstream
 	kindExpiry          = "expiry"
 	kindMeta            = "meta"
 )
@@ -350,11 +354,11 @@ func sessionFamilyID(sessionID, familyID string) string {
 	return sessionFamiliesPrefix(sessionID) + familyID
 }
 
-// expiry index: expiry/<16 hex digits of expiryNanos>/<kind>/<id>.
+// expiry index: expiry/<16 hex digits of record.ExpiryNanos>/<kind>/<id>.
 
 // indexID is the expiry index id of the record id of a kind expiring at exp.
 func indexID(exp time.Time, kind, id string) string {
-	return fmt.Sprintf("%016x/%s/%s", expiryNanos(exp), kind, id)
+	return fmt.Sprintf("%016x/%s/%s", record.ExpiryNanos(exp), kind, id)
 }
 
 // parseIndexID splits an expiry index id; ok is false for a malformed one.

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 	"github.com/wecom-oidc/wecom-oidc/storage/storagetest"
 )
 
@@ -934,7 +935,7 @@ func TestIndexIDRoundTrip(t *testing.T) {
 		{time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), kindARTokens, "a%2Fb/f/fam"},
 	} {
 		nanos, kind, id, ok := parseIndexID(indexID(tt.exp, tt.kind, tt.id))
-		if !ok || nanos != expiryNanos(tt.exp) || kind != tt.kind || id != tt.id {
+		if !ok || nanos != record.ExpiryNanos(tt.exp) || kind != tt.kind || id != tt.id {
 			t.Errorf("parseIndexID(indexID(%v, %q, %q)) = %d, %q, %q, %v", tt.exp, tt.kind, tt.id, nanos, kind, id, ok)
 		}
 	}

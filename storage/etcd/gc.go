@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // gcChunk bounds how many due index entries one sweep transaction handles: each costs at most a
@@ -31,7 +32,7 @@ func (s *Store) DeleteExpired(ctx context.Context) (res storage.GCResult, err er
 	if err := s.usable(ctx); err != nil {
 		return res, err
 	}
-	nowN := expiryNanos(s.now())
+	nowN := record.ExpiryNanos(s.now())
 	idxPrefix := s.kindPrefix(kindExpiry)
 	end := clientv3.GetPrefixRangeEnd(idxPrefix)
 	if nowN < math.MaxUint64 {
@@ -57,12 +58,7 @@ func (s *Store) DeleteExpired(ctx context.Context) (res storage.GCResult, err er
 		if err != nil {
 			return res, err
 		}
-		res.AuthRequests += chunk.AuthRequests
-		res.Codes += chunk.Codes
-		res.LoginStates += chunk.LoginStates
-		res.AccessTokens += chunk.AccessTokens
-		res.RefreshTokens += chunk.RefreshTokens
-		res.Sessions += chunk.Sessions
+		record.AddSwept(&res, chunk)
 		if seen < gcChunk {
 			return res, nil
 		}
@@ -83,32 +79,21 @@ func sweep(t *txn, indexKey string, res *storage.GCResult) error {
 	if err != nil || !exists {
 		return err
 	}
-	exp, err := expiryOf(raw)
-	if err != nil || expiryNanos(exp) != nanos {
+	exp, err := record.ExpiryOf(raw)
+	if err != nil || record.ExpiryNanos(exp) != nanos {
 		// Stale entry, or an undecodable record: never destroy data on a doubtful index entry.
 		return nil
 	}
 	if kind == kindCodes {
-		if code, err := decode[codeRecord](key, raw); err == nil {
+		if code, err := record.Decode[record.Code](key, raw); err == nil {
 			t.del(s.key(kindARCodes, arCodeID(code.AuthRequestID, id)))
 		}
 	}
 	t.del(key)
-	switch kind {
-	case kindAuthRequests:
-		res.AuthRequests++
-	case kindCodes:
-		res.Codes++
-	case kindLoginStates:
-		res.LoginStates++
-	case kindAccessTokens:
-		res.AccessTokens++
-	case kindRefreshTokens:
-		res.RefreshTokens++
-	case kindSessions:
-		res.Sessions++
+	if kind == kindSessions {
 		// An expired session can no longer be ended, so its family links have no reader left.
 		t.delPrefix(s.key(kindSessionFamilies, sessionFamiliesPrefix(id)))
 	}
+	record.Swept(res, kind)
 	return nil
 }

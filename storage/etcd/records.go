@@ -2,107 +2,13 @@ package etcd
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"math"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
-
-// The internal records. They are the bolt backend's records of the same name, field for field
-// and with the same JSON; they belong in a package both backends import, with the expiry helpers
-// below.
-
-// codeRecord is the value of codes/<hash>. A redeemed code is kept, with Used set, until its own
-// expiry so that a replay is told apart (ErrAlreadyUsed) from a wrong code.
-type codeRecord struct {
-	AuthRequestID string    `json:"auth_request_id"`
-	ExpiresAt     time.Time `json:"expires_at"`
-	Used          bool      `json:"used,omitempty"`
-}
-
-// accessRecord is the value of access_tokens/<id>: the token plus its own revocation flag
-// (revocation through the family lives in the family record). The embedded token's fields are
-// flattened, so "expires_at" sits at the top level like in every expiring record.
-type accessRecord struct {
-	storage.AccessToken
-	Revoked bool `json:"revoked,omitempty"`
-}
-
-// familyRecord is the value of refresh_families/<id>. Revoking a family is one write here; every
-// lookup of a token of the family reads it. ExpiresAt is the latest expiry of any refresh or
-// access token issued in the family, so the record outlives all of them.
-type familyRecord struct {
-	Revoked   bool      `json:"revoked,omitempty"`
-	ExpiresAt time.Time `json:"expires_at"`
-	// SessionID and AuthRequestID say which links lead to the family (session_families,
-	// auth_request_tokens); extendFamily moves their expiry along with the family's.
-	SessionID     string `json:"session_id,omitempty"`
-	AuthRequestID string `json:"auth_request_id,omitempty"`
-}
-
-// linkRecord is the value of the link kinds: only an expiry, so that links are swept like every
-// other expiring record.
-type linkRecord struct {
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
-// tokenOwner is the part of a refresh- or access-token record RevokeUserTokens and Stats read.
-type tokenOwner struct {
-	Subject   string     `json:"subject"`
-	FamilyID  string     `json:"family_id"`
-	ExpiresAt time.Time  `json:"expires_at"`
-	RotatedAt *time.Time `json:"rotated_at"` // refresh tokens only
-	Revoked   bool       `json:"revoked"`    // access tokens only
-}
-
-// expired reports whether a record expiring at exp is dead at now: ExpiresAt <= Now.
-func expired(exp, now time.Time) bool { return !exp.After(now) }
-
-// expiryNanos maps a time onto the index's unsigned ordered axis. Times before 1970 (the zero
-// time included) map to 0, so they are swept at once; times beyond what UnixNano can represent
-// (year 2262) map to the end of the axis.
-func expiryNanos(t time.Time) uint64 {
-	sec := t.Unix()
-	switch {
-	case sec < 0:
-		return 0
-	case sec >= math.MaxInt64/int64(time.Second)-1:
-		return math.MaxUint64
-	default:
-		return uint64(t.UnixNano())
-	}
-}
-
-// expiryOf reads the expiry of any stored expiring record: all of them keep it in "expires_at".
-func expiryOf(raw []byte) (time.Time, error) {
-	var v struct {
-		ExpiresAt time.Time `json:"expires_at"`
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return time.Time{}, fmt.Errorf("decode expiry: %w", err)
-	}
-	return v.ExpiresAt, nil
-}
-
-func encode(v any) ([]byte, error) {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("encode record: %w", err)
-	}
-	return raw, nil
-}
-
-func decode[T any](key string, raw []byte) (T, error) {
-	var v T
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return v, fmt.Errorf("decode record %q: %w", key, err)
-	}
-	return v, nil
-}
 
 // --- reads outside transactions ---
 
@@ -138,7 +44,7 @@ func viewRecord[T any](s *Store, ctx context.Context, kind, id string, dead func
 	if !ok {
 		return v, storage.ErrNotFound
 	}
-	got, err := decode[T](key, raw)
+	got, err := record.Decode[T](key, raw)
 	if err != nil {
 		return v, err
 	}
@@ -155,7 +61,7 @@ func viewAll[T any](s *Store, ctx context.Context, kind string) ([]T, error) {
 	}
 	out := []T{}
 	_, err := s.scan(ctx, s.kindPrefix(kind), 0, func(key string, raw []byte) error {
-		v, err := decode[T](key, raw)
+		v, err := record.Decode[T](key, raw)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // This file holds access tokens, refresh tokens and refresh families, and the revocations that
@@ -15,7 +16,7 @@ import (
 
 // putLink creates or replaces a link entry expiring at exp.
 func (t *txn) putLink(kind, id string, exp time.Time) error {
-	return t.putExpiring(kind, id, linkRecord{ExpiresAt: exp}, exp)
+	return t.putExpiring(kind, id, record.Link{ExpiresAt: exp}, exp)
 }
 
 // moveLink gives an existing link entry the expiry exp; a missing one (swept, or dropped with its
@@ -28,26 +29,19 @@ func (t *txn) moveLink(kind, id string, exp time.Time) error {
 	return t.putLink(kind, id, exp)
 }
 
-// checkFamily returns ErrRevoked when the family is revoked or unknown, guarded. An unknown
-// family means its record was swept (or its lease ran out), which happens only after all its
-// tokens expired: failing closed is then both safe and unobservable.
+// checkFamily returns ErrRevoked when the family is revoked or unknown (see record.CheckFamily),
+// guarded.
 func checkFamily(t *txn, familyID string) error {
-	fam, ok, err := getJSON[familyRecord](t, kindFamilies, familyID)
+	fam, ok, err := getJSON[record.Family](t, kindFamilies, familyID)
 	if err != nil {
 		return err
 	}
-	if !ok {
-		return fmt.Errorf("refresh family %q unknown: %w", familyID, storage.ErrRevoked)
-	}
-	if fam.Revoked {
-		return fmt.Errorf("refresh family %q: %w", familyID, storage.ErrRevoked)
-	}
-	return nil
+	return record.CheckFamily(familyID, fam, ok)
 }
 
 // extendFamily makes the family record, and the links leading to it, live at least until exp.
 func extendFamily(t *txn, familyID string, exp time.Time) error {
-	fam, ok, err := getJSON[familyRecord](t, kindFamilies, familyID)
+	fam, ok, err := getJSON[record.Family](t, kindFamilies, familyID)
 	if err != nil || !ok || !exp.After(fam.ExpiresAt) {
 		return err
 	}
@@ -71,7 +65,7 @@ func extendFamily(t *txn, familyID string, exp time.Time) error {
 // revokeAccess marks the access token revoked; an unknown or already revoked token is left alone
 // without making the commit depend on it (revocation is monotonic).
 func revokeAccess(t *txn, id string) error {
-	rec, ok, err := peekJSON[accessRecord](t, kindAccessTokens, id)
+	rec, ok, err := peekJSON[record.Access](t, kindAccessTokens, id)
 	if err != nil || !ok || rec.Revoked {
 		return err
 	}
@@ -82,7 +76,7 @@ func revokeAccess(t *txn, id string) error {
 // revokeFamily marks the family revoked; an unknown or already revoked family is left alone
 // without making the commit depend on it.
 func revokeFamily(t *txn, familyID string) error {
-	fam, ok, err := peekJSON[familyRecord](t, kindFamilies, familyID)
+	fam, ok, err := peekJSON[record.Family](t, kindFamilies, familyID)
 	if err != nil || !ok || fam.Revoked {
 		return err
 	}
@@ -145,11 +139,11 @@ func (s *Store) revokeInChunks(ctx context.Context, families, access []string) (
 			n = 0
 			now := s.now()
 			for _, id := range chunk {
-				fam, ok, err := peekJSON[familyRecord](t, kindFamilies, id)
+				fam, ok, err := peekJSON[record.Family](t, kindFamilies, id)
 				if err != nil {
 					return err
 				}
-				if !ok || fam.Revoked || expired(fam.ExpiresAt, now) {
+				if !ok || !fam.Live(now) {
 					continue // nothing of it can be used any more
 				}
 				if err := revokeFamily(t, id); err != nil {
@@ -218,7 +212,7 @@ func revokeIssued(t *txn, authRequestID string, codeExpires time.Time) error {
 		return err
 	}
 	marker := arTokenID(authRequestID, linkReplayed, "")
-	old, ok, err := getJSON[linkRecord](t, kindARTokens, marker)
+	old, ok, err := getJSON[record.Link](t, kindARTokens, marker)
 	if err != nil || (ok && !codeExpires.After(old.ExpiresAt)) {
 		return err
 	}
@@ -228,14 +222,11 @@ func revokeIssued(t *txn, authRequestID string, codeExpires time.Time) error {
 // checkNotReplayed fails with ErrRevoked when a code of the auth request has been replayed. The
 // marker's absence is guarded: a replay committing first makes the caller run again and fail.
 func checkNotReplayed(t *txn, authRequestID string, now time.Time) error {
-	m, ok, err := getJSON[linkRecord](t, kindARTokens, arTokenID(authRequestID, linkReplayed, ""))
+	m, ok, err := getJSON[record.Link](t, kindARTokens, arTokenID(authRequestID, linkReplayed, ""))
 	if err != nil {
 		return err
 	}
-	if ok && !expired(m.ExpiresAt, now) {
-		return fmt.Errorf("auth request %q: a code of it was presented again, its tokens are refused: %w", authRequestID, storage.ErrRevoked)
-	}
-	return nil
+	return record.CheckNotReplayed(authRequestID, m, ok, now)
 }
 
 // CreateTokens stores access and, when refresh is not nil, refresh as the first token of a new
@@ -249,22 +240,11 @@ func checkNotReplayed(t *txn, authRequestID string, now time.Time) error {
 // linked to the session (session_families, for EndSession).
 func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, refresh *storage.RefreshToken) (err error) {
 	defer wrap(&err, "create tokens (access %q)", access.ID)
-	if access.ID == "" {
-		return errors.New("empty access token id")
+	tok, err := record.NewTokens(access, refresh)
+	if err != nil {
+		return err
 	}
-	var rt storage.RefreshToken
-	var fam familyRecord
-	if refresh != nil {
-		if refresh.Hash == "" || refresh.FamilyID == "" {
-			return errors.New("refresh token without hash or family id")
-		}
-		rt = *refresh
-		rt.RotatedAt = nil // a new family's first token has not been rotated
-		fam = familyRecord{ExpiresAt: rt.ExpiresAt, SessionID: rt.SessionID, AuthRequestID: access.AuthRequestID}
-		if access.FamilyID == rt.FamilyID && access.ExpiresAt.After(fam.ExpiresAt) {
-			fam.ExpiresAt = access.ExpiresAt
-		}
-	}
+	rt, fam := tok.Refresh, tok.Family
 	return s.update(ctx, func(t *txn) error {
 		now := s.now()
 		keys := []string{s.key(kindAccessTokens, access.ID)}
@@ -272,7 +252,7 @@ func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, re
 			keys = append(keys, s.key(kindARTokens, arTokenID(access.AuthRequestID, linkReplayed, "")),
 				s.key(kindAuthRequests, access.AuthRequestID))
 		}
-		if refresh != nil {
+		if rt != nil {
 			keys = append(keys, s.key(kindFamilies, rt.FamilyID), s.key(kindRefreshTokens, rt.Hash))
 		}
 		if access.FamilyID != "" {
@@ -292,11 +272,11 @@ func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, re
 				return err
 			}
 		}
-		if refresh != nil {
+		if rt != nil {
 			if err := t.putNew(kindFamilies, rt.FamilyID, fam, fam.ExpiresAt, "refresh family"); err != nil {
 				return err
 			}
-			if err := t.putNew(kindRefreshTokens, rt.Hash, rt, rt.ExpiresAt, "refresh token"); err != nil {
+			if err := t.putNew(kindRefreshTokens, rt.Hash, *rt, rt.ExpiresAt, "refresh token"); err != nil {
 				return err
 			}
 			if access.AuthRequestID != "" {
@@ -310,15 +290,15 @@ func (s *Store) CreateTokens(ctx context.Context, access storage.AccessToken, re
 				}
 			}
 		}
-		if access.FamilyID != "" && (refresh == nil || access.FamilyID != refresh.FamilyID) {
-			if err := checkFamily(t, access.FamilyID); err != nil {
+		if familyID := tok.ExistingFamily(); familyID != "" {
+			if err := checkFamily(t, familyID); err != nil {
 				return err
 			}
-			if err := extendFamily(t, access.FamilyID, access.ExpiresAt); err != nil {
+			if err := extendFamily(t, familyID, access.ExpiresAt); err != nil {
 				return err
 			}
 		}
-		return t.putNew(kindAccessTokens, access.ID, accessRecord{AccessToken: access}, access.ExpiresAt, "access token")
+		return t.putNew(kindAccessTokens, access.ID, tok.Access, access.ExpiresAt, "access token")
 	})
 }
 
@@ -329,17 +309,13 @@ func (s *Store) familyLive(ctx context.Context, familyID string) error {
 	if err != nil {
 		return err
 	}
-	if !ok {
-		return fmt.Errorf("refresh family %q unknown: %w", familyID, storage.ErrRevoked)
+	var fam record.Family
+	if ok {
+		if fam, err = record.Decode[record.Family](key, raw); err != nil {
+			return err
+		}
 	}
-	fam, err := decode[familyRecord](key, raw)
-	if err != nil {
-		return err
-	}
-	if fam.Revoked {
-		return fmt.Errorf("refresh family %q: %w", familyID, storage.ErrRevoked)
-	}
-	return nil
+	return record.CheckFamily(familyID, fam, ok)
 }
 
 // GetAccessToken returns a live token: ErrNotFound when unknown or expired, ErrRevoked when it
@@ -347,7 +323,7 @@ func (s *Store) familyLive(ctx context.Context, familyID string) error {
 // a family revoked before the call began is always seen.
 func (s *Store) GetAccessToken(ctx context.Context, id string) (at storage.AccessToken, err error) {
 	defer wrap(&err, "get access token %q", id)
-	rec, err := viewRecord(s, ctx, kindAccessTokens, id, func(v accessRecord, now time.Time) bool { return expired(v.ExpiresAt, now) })
+	rec, err := viewRecord(s, ctx, kindAccessTokens, id, func(v record.Access, now time.Time) bool { return record.Expired(v.ExpiresAt, now) })
 	if err != nil {
 		return at, err
 	}
@@ -367,7 +343,7 @@ func (s *Store) GetAccessToken(ctx context.Context, id string) (at storage.Acces
 // ErrTokenReused is returned.
 func (s *Store) GetRefreshToken(ctx context.Context, hash string) (rt storage.RefreshToken, err error) {
 	defer wrap(&err, "get refresh token")
-	rt, err = viewRecord(s, ctx, kindRefreshTokens, hash, func(v storage.RefreshToken, now time.Time) bool { return expired(v.ExpiresAt, now) })
+	rt, err = viewRecord(s, ctx, kindRefreshTokens, hash, func(v storage.RefreshToken, now time.Time) bool { return record.Expired(v.ExpiresAt, now) })
 	if err != nil {
 		return storage.RefreshToken{}, err
 	}
@@ -391,13 +367,13 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash string) (rt storage.Re
 // any later presentation of it — revoke the family and get ErrTokenReused (after their commit).
 func (s *Store) RotateRefreshToken(ctx context.Context, presentedHash string, next storage.RefreshToken, access storage.AccessToken) (err error) {
 	defer wrap(&err, "rotate refresh token")
-	if next.Hash == "" || access.ID == "" {
-		return errors.New("next refresh token without hash, or access token without id")
+	rot, err := record.NewRotation(next, access)
+	if err != nil {
+		return err
 	}
 	if presentedHash == "" {
 		return storage.ErrNotFound
 	}
-	next.RotatedAt = nil
 	var reusedFamily string
 	err = s.update(ctx, func(t *txn) error {
 		reusedFamily = ""
@@ -411,7 +387,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, presentedHash string, ne
 		if err != nil {
 			return err
 		}
-		if !ok || expired(cur.ExpiresAt, now) {
+		if !ok || record.Expired(cur.ExpiresAt, now) {
 			return storage.ErrNotFound
 		}
 		if cur.RotatedAt != nil {
@@ -421,28 +397,21 @@ func (s *Store) RotateRefreshToken(ctx context.Context, presentedHash string, ne
 		if err := checkFamily(t, cur.FamilyID); err != nil {
 			return err
 		}
-		if next.FamilyID != cur.FamilyID {
-			return fmt.Errorf("next token's family %q is not the presented token's %q: %w", next.FamilyID, cur.FamilyID, storage.ErrConflict)
-		}
-		if access.FamilyID != "" && access.FamilyID != cur.FamilyID {
-			return fmt.Errorf("access token's family %q is not the presented token's %q: %w", access.FamilyID, cur.FamilyID, storage.ErrConflict)
+		if err := rot.Check(cur); err != nil {
+			return err
 		}
 		rotatedAt := now
 		cur.RotatedAt = &rotatedAt
 		if err := t.putExpiring(kindRefreshTokens, presentedHash, cur, cur.ExpiresAt); err != nil {
 			return err
 		}
-		if err := t.putNew(kindRefreshTokens, next.Hash, next, next.ExpiresAt, "refresh token"); err != nil {
+		if err := t.putNew(kindRefreshTokens, next.Hash, rot.Next, next.ExpiresAt, "refresh token"); err != nil {
 			return err
 		}
-		if err := t.putNew(kindAccessTokens, access.ID, accessRecord{AccessToken: access}, access.ExpiresAt, "access token"); err != nil {
+		if err := t.putNew(kindAccessTokens, access.ID, rot.Access, access.ExpiresAt, "access token"); err != nil {
 			return err
 		}
-		famExp := next.ExpiresAt
-		if access.FamilyID != "" && access.ExpiresAt.After(famExp) {
-			famExp = access.ExpiresAt
-		}
-		return extendFamily(t, cur.FamilyID, famExp)
+		return extendFamily(t, cur.FamilyID, rot.FamilyExpiry())
 	})
 	if err != nil {
 		return err

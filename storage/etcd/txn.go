@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/wecom-oidc/wecom-oidc/storage"
+	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 )
 
 // txn is one attempt of an optimistic read-modify-write (Store.update). Its reads all see the
@@ -411,13 +412,13 @@ func readJSON[T any](t *txn, kind, id string, guard bool) (v T, ok bool, err err
 	if err != nil || !ok {
 		return v, false, err
 	}
-	v, err = decode[T](key, raw)
+	v, err = record.Decode[T](key, raw)
 	return v, err == nil, err
 }
 
 // putPlain writes a record without expiry (and without lease).
 func (t *txn) putPlain(kind, id string, v any) error {
-	raw, err := encode(v)
+	raw, err := record.Encode(v)
 	if err != nil {
 		return err
 	}
@@ -434,7 +435,7 @@ func (t *txn) putExpiring(kind, id string, v any, exp time.Time) error {
 	if id == "" {
 		return fmt.Errorf("empty %s key", kind)
 	}
-	raw, err := encode(v)
+	raw, err := record.Encode(v)
 	if err != nil {
 		return err
 	}
@@ -442,8 +443,8 @@ func (t *txn) putExpiring(kind, id string, v any, exp time.Time) error {
 	if old, known := t.keys[key]; known && old.exists {
 		// The decisions below rest on the old value: it must still be the stored one.
 		t.guard(key)
-		if oldExp, err := expiryOf(old.val); err == nil {
-			if expiryNanos(oldExp) == expiryNanos(exp) {
+		if oldExp, err := record.ExpiryOf(old.val); err == nil {
+			if record.ExpiryNanos(oldExp) == record.ExpiryNanos(exp) {
 				switch {
 				case old.written: // written earlier in this transaction: keep those options
 					t.put(key, raw, old.opts...)
@@ -501,7 +502,7 @@ func (t *txn) deleteExpiring(kind, id string) error {
 	if err != nil || !ok {
 		return err
 	}
-	if exp, err := expiryOf(raw); err == nil {
+	if exp, err := record.ExpiryOf(raw); err == nil {
 		t.del(t.s.key(kindExpiry, indexID(exp, kind, id)))
 	}
 	t.del(key)
@@ -518,7 +519,7 @@ func (s *Store) create(ctx context.Context, kind, id string, v any, exp time.Tim
 	if id == "" {
 		return fmt.Errorf("empty %s key", what)
 	}
-	raw, err := encode(v)
+	raw, err := record.Encode(v)
 	if err != nil {
 		return err
 	}
