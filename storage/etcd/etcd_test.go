@@ -5,34 +5,24 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/wecom-oidc/wecom-oidc/internal/etcdtest"
 	"github.com/wecom-oidc/wecom-oidc/storage"
 	"github.com/wecom-oidc/wecom-oidc/storage/internal/record"
 	"github.com/wecom-oidc/wecom-oidc/storage/storagetest"
 )
 
-// The tests run against a real etcd server, which TestMain starts once for the package: the
-// etcd binary of Debian's etcd-server package (or $ETCD_BIN), listening on loopback ports, with
-// its data directory in a temporary directory and its default durability (fsync on). Each test
-// works under a key prefix of its own. Without an etcd binary every test that needs the server
-// fails, saying how to install one.
-
-// installHint says how to get an etcd binary.
-const installHint = "install Debian's etcd-server package (apt-get update && apt-get install -y etcd-server) " +
-	"or point ETCD_BIN at an etcd binary"
+// The tests run against a real etcd server, which TestMain starts once for the package (see
+// package internal/etcdtest). Each test works under a key prefix of its own. Without an etcd
+// binary every test that needs the server fails, saying how to install one.
 
 // testEtcd is the server TestMain started: err says why there is none.
 type testEtcd struct {
@@ -49,13 +39,13 @@ func TestMain(m *testing.M) {
 }
 
 func runWithEtcd(m *testing.M) int {
-	proc, err := startEtcd()
+	proc, err := etcdtest.Start()
 	if err != nil {
 		server.err = err
 		return m.Run() // the tests that need the server fail with err
 	}
-	server.endpoint = proc.endpoint
-	server.admin, err = clientv3.New(clientv3.Config{Endpoints: []string{proc.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	server.endpoint = proc.Endpoint
+	server.admin, err = clientv3.New(clientv3.Config{Endpoints: []string{proc.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		server.err = fmt.Errorf("admin client: %w", err)
 	}
@@ -63,161 +53,13 @@ func runWithEtcd(m *testing.M) int {
 	if server.admin != nil {
 		_ = server.admin.Close()
 	}
-	if err := proc.stop(); err != nil {
+	if err := proc.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "stopping the test etcd: %v\n", err)
 		if code == 0 {
 			code = 1
 		}
 	}
 	return code
-}
-
-// etcdProcess is a running etcd started by startEtcd.
-type etcdProcess struct {
-	cmd      *exec.Cmd
-	dir      string
-	endpoint string
-	exited   chan struct{}
-	waitErr  error
-}
-
-// startEtcd finds the etcd binary and starts a single-member cluster on free loopback ports,
-// retrying with other ports when the ones picked were taken meanwhile.
-func startEtcd() (*etcdProcess, error) {
-	bin := os.Getenv("ETCD_BIN")
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("etcd"); err != nil {
-			bin = "/usr/bin/etcd"
-		}
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("no etcd binary (%v): %s", err, installHint)
-	}
-	var errs []error
-	for range 3 {
-		p, err := tryStartEtcd(bin)
-		if err == nil {
-			return p, nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, fmt.Errorf("start %s: %w", bin, errors.Join(errs...))
-}
-
-func tryStartEtcd(bin string) (*etcdProcess, error) {
-	clientPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	peerPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "wecom-oidc-etcd-test-")
-	if err != nil {
-		return nil, err
-	}
-	clientURL := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
-	logPath := filepath.Join(dir, "etcd.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
-	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.Command(bin,
-		"--name", "wecom-oidc-test",
-		"--data-dir", filepath.Join(dir, "data"),
-		"--listen-client-urls", clientURL,
-		"--advertise-client-urls", clientURL,
-		"--listen-peer-urls", peerURL,
-		"--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "wecom-oidc-test="+peerURL,
-		"--initial-cluster-state", "new",
-		"--initial-cluster-token", "wecom-oidc-test",
-		"--logger", "zap",
-		"--log-outputs", "stderr",
-	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = childProcAttr()
-	if err := cmd.Start(); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
-	p := &etcdProcess{cmd: cmd, dir: dir, endpoint: clientURL, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		close(p.exited)
-	}()
-	if err := p.waitReady(30 * time.Second); err != nil {
-		_ = p.stop()
-		tail, _ := os.ReadFile(logPath)
-		if len(tail) > 4000 {
-			tail = tail[len(tail)-4000:]
-		}
-		return nil, fmt.Errorf("%w; etcd's log ends with:\n%s", err, tail)
-	}
-	return p, nil
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// waitReady polls etcd's /health until it reports healthy, the process exits, or timeout.
-func (p *etcdProcess) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: time.Second}
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("etcd exited before answering: %v", p.waitErr)
-		default:
-		}
-		resp, err := client.Get(p.endpoint + "/health")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"health":"true"`) {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("etcd did not report healthy within %s (last error %v)", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// stop sends SIGTERM, then SIGKILL after ten seconds, and removes the data directory.
-func (p *etcdProcess) stop() error {
-	defer os.RemoveAll(p.dir)
-	select {
-	case <-p.exited:
-		return nil
-	default:
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return fmt.Errorf("SIGTERM: %w", err)
-	}
-	select {
-	case <-p.exited:
-		return nil
-	case <-time.After(10 * time.Second):
-	}
-	if err := p.cmd.Process.Kill(); err != nil {
-		return fmt.Errorf("SIGKILL: %w", err)
-	}
-	<-p.exited
-	return errors.New("etcd ignored SIGTERM for 10s and was killed")
 }
 
 // mustServer fails the test when there is no test etcd.
@@ -464,6 +306,31 @@ func TestReplicasConsumeLoginStateExactlyOnce(t *testing.T) {
 		ok, gone, other := tally(errs, storage.ErrNotFound)
 		if ok != 1 || gone != goroutines-1 || len(other) != 0 {
 			t.Fatalf("round %d: %d winners, %d ErrNotFound, other %v; want 1, %d, none", round, ok, gone, other, goroutines-1)
+		}
+	}
+}
+
+func TestReplicasCreateKeyOnce(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx := t.Context()
+	const goroutines = 16
+	for round := range 5 {
+		id := fmt.Sprintf("key-%d", round)
+		errs := raceReplicas(goroutines, a, b, func(s *Store, i int) error {
+			return s.CreateKey(ctx, storage.KeyRecord{ID: id, Algorithm: "ES256", Private: fmt.Appendf(nil, "candidate %d", i), CreatedAt: clock.Now()})
+		})
+		ok, taken, other := tally(errs, storage.ErrAlreadyExists)
+		if ok != 1 || taken != goroutines-1 || len(other) != 0 {
+			t.Fatalf("round %d: %d winners, %d ErrAlreadyExists, other %v; want 1, %d, none", round, ok, taken, other, goroutines-1)
+		}
+		winner := slices.IndexFunc(errs, func(err error) bool { return err == nil })
+		ks, err := b.ListKeys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := slices.IndexFunc(ks, func(k storage.KeyRecord) bool { return k.ID == id }); i < 0 || string(ks[i].Private) != fmt.Sprintf("candidate %d", winner) {
+			t.Fatalf("round %d: stored %v, want candidate %d's key", round, ks, winner)
 		}
 	}
 }
@@ -751,7 +618,7 @@ func TestOpenRefusesANewerSchema(t *testing.T) {
 }
 
 func TestOpenFailsFastWithoutACluster(t *testing.T) {
-	port, err := freePort()
+	port, err := etcdtest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
