@@ -24,6 +24,39 @@
 //   - Rotate moves the next key's ActivatesAt to now, gives the previously active key NotAfter =
 //     now + Retention and creates a new next key.
 //
+// # Several replicas
+//
+// Every replica runs Open and Run on one shared store, so every key the schedule calls for is
+// created under an id every replica derives alike, with Store.CreateKey, which stores a record
+// only when its id is absent: of the replicas racing to create a key exactly one succeeds, and
+// the others drop the key they generated and read the winner's.
+//
+//   - The symmetric key has the fixed id SymmetricKeyID (stores from before it keep theirs:
+//     the newest symmetric key is the one in use).
+//   - The first signing key of an empty store has the id slotID(symmetric key, "first"), and
+//     the key that follows key X (the next key created once X is active) slotID(symmetric key,
+//     "after " + X's id), where slotID is HMAC-SHA-256 under a key derived from the symmetric
+//     key, in base32.
+//     So "the next key after X" is one record for the whole cluster: Run on every replica, and
+//     Rotate on several at once, create it once. The ids are unique to the store (the
+//     symmetric key is random), and a slot is filled once: "after X" only while X is active
+//     without a successor, "first" only while the store holds no signing key. So, unless an
+//     operator deletes keys by hand, a kid never names two different keys.
+//   - A replica whose clock is behind the one that created the first key finds no key active
+//     yet; it creates no other (the earliest key signs until its clock catches up), where a
+//     single process would have created one, and takes the earliest key as the one whose
+//     successor must exist.
+//
+// A replica learns of keys another one created when it re-reads the store: at Open, at Rotate,
+// and at each step of Run, every ReloadInterval (one minute by default). That is the bound
+// within which every replica publishes a new next key, signs with a key another replica
+// promoted with Rotate, and stops publishing a retired key. It costs nothing in correctness:
+// a key signs only after a whole RotationPeriod of being published (Rotate excepted, whose new
+// signing key was published as the next key all the same), and a retired key stays published
+// for Retention, so every replica can verify what any other signs. What it does cost: after a
+// Rotate in response to a leaked key, the other replicas go on signing with that key for up to
+// ReloadInterval.
+//
 // # Hot path
 //
 // SigningKey, PublicKeys and Algorithms sit on the path of every token response and every token
@@ -35,8 +68,9 @@
 // # Safety
 //
 // A stored key that fails to parse stops the start-up (and a Reload); it is never replaced, because
-// replacing it would silently invalidate every token already issued. Key ids are random and never
-// contain ':' (the OP library splits opaque tokens on it).
+// replacing it would silently invalidate every token already issued. Key ids are random (keys
+// stored by earlier versions) or derived (see Several replicas), 26 characters of base32, and
+// never contain ':' (the OP library splits opaque tokens on it).
 package keys
 
 import (
@@ -45,9 +79,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,8 +119,15 @@ const (
 	DefaultRetention      = 24 * time.Hour
 )
 
-// runInterval is how often Run re-reads the store and maintains the schedule.
-const runInterval = time.Minute
+// DefaultReloadInterval is how often Run re-reads the store and maintains the schedule.
+const DefaultReloadInterval = time.Minute
+
+// SymmetricKeyID is the id under which Open creates the symmetric key: one well-known record,
+// so that replicas starting together on an empty store create it once.
+const SymmetricKeyID = "symmetric"
+
+// ErrAlreadyExists is what Store.CreateKey returns (errors.Is) when the id is taken.
+var ErrAlreadyExists = errors.New("keys: a key with this id exists")
 
 // Record is a persisted key. Private holds the PKCS#8 DER of a signing key, or the raw 32 bytes of
 // the symmetric key.
@@ -100,11 +144,14 @@ type Record struct {
 	NotAfter time.Time
 }
 
-// Store persists key records.
+// Store persists key records. Several processes may share one.
 type Store interface {
 	ListKeys(ctx context.Context) ([]Record, error)
 	// PutKey creates or replaces the record with this ID.
 	PutKey(ctx context.Context, r Record) error
+	// CreateKey stores r only when no record has its ID, atomically across every process using
+	// the store; otherwise it fails with an error wrapping ErrAlreadyExists and writes nothing.
+	CreateKey(ctx context.Context, r Record) error
 	// DeleteKey removes a record; a missing one is not an error.
 	DeleteKey(ctx context.Context, id string) error
 }
@@ -123,6 +170,9 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives key creations, rotations and deletions (default slog.Default()).
 	Logger *slog.Logger
+	// ReloadInterval is how often Run re-reads the store (default DefaultReloadInterval): the
+	// bound within which this process sees keys other processes created or rotated.
+	ReloadInterval time.Duration
 }
 
 // Info describes a published signing key, for `wecom-oidc keys list`.
@@ -153,6 +203,7 @@ type Set struct {
 	retention time.Duration
 	now       func() time.Time
 	log       *slog.Logger
+	reload    time.Duration
 	crypto    [32]byte
 
 	// mu serializes everything that reads the store to replace the snapshot or writes to it
@@ -166,7 +217,7 @@ type Set struct {
 // key, an active key and a next key when missing, and deletes retired keys past their NotAfter.
 // It refuses to start when a stored key does not parse.
 func Open(ctx context.Context, store Store, cfg Config) (*Set, error) {
-	s := &Set{store: store, period: cfg.RotationPeriod, retention: cfg.Retention, now: cfg.Now, log: cfg.Logger}
+	s := &Set{store: store, period: cfg.RotationPeriod, retention: cfg.Retention, now: cfg.Now, log: cfg.Logger, reload: cfg.ReloadInterval}
 	var ok bool
 	if s.alg, ok = canonicalAlg(cfg.Algorithm); !ok {
 		return nil, fmt.Errorf("keys: unsupported signing algorithm %q (want RS256, ES256 or EdDSA)", cfg.Algorithm)
@@ -177,8 +228,11 @@ func Open(ctx context.Context, store Store, cfg Config) (*Set, error) {
 	if s.retention == 0 {
 		s.retention = DefaultRetention
 	}
-	if s.period < 0 || s.retention < 0 {
-		return nil, errors.New("keys: rotation period and retention must not be negative")
+	if s.reload == 0 {
+		s.reload = DefaultReloadInterval
+	}
+	if s.period < 0 || s.retention < 0 || s.reload < 0 {
+		return nil, errors.New("keys: rotation period, retention and reload interval must not be negative")
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -193,17 +247,27 @@ func Open(ctx context.Context, store Store, cfg Config) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := s.now()
 	if len(sym) == 0 {
-		r := Record{ID: newID(), Algorithm: Symmetric, Private: make([]byte, 32), CreatedAt: t}
+		r := Record{ID: SymmetricKeyID, Algorithm: Symmetric, Private: make([]byte, 32), CreatedAt: s.now()}
 		rand.Read(r.Private) // never fails: crypto/rand crashes the program instead
-		if err := store.PutKey(ctx, r); err != nil {
+		switch err := store.CreateKey(ctx, r); {
+		case err == nil:
+			sym = append(sym, r)
+		case errors.Is(err, ErrAlreadyExists):
+			// Another process created it meanwhile (and maybe more): use what it stored.
+			if es, sym, err = s.load(ctx, nil); err != nil {
+				return nil, err
+			}
+			if len(sym) == 0 {
+				return nil, errors.New("keys: the symmetric key another process created has vanished")
+			}
+		default:
 			return nil, fmt.Errorf("keys: save symmetric key: %w", err)
 		}
-		sym = append(sym, r)
 	}
-	// Several symmetric keys only arise from two processes starting at once on an empty store;
-	// every process picks the same one: the newest (by CreatedAt, then ID).
+	// Several symmetric keys only arise from two processes of a version before SymmetricKeyID
+	// starting at once on an empty store; every process picks the same one: the newest (by
+	// CreatedAt, then ID).
 	slices.SortStableFunc(sym, func(a, b Record) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 			return c
@@ -212,6 +276,7 @@ func Open(ctx context.Context, store Store, cfg Config) (*Set, error) {
 	})
 	copy(s.crypto[:], sym[len(sym)-1].Private)
 
+	t := s.now()
 	es, err = s.maintain(ctx, es, t)
 	if err != nil {
 		return nil, err
@@ -255,11 +320,12 @@ func (s *Set) Info() []Info {
 // Rotate makes the pre-published next key sign from now on: its ActivatesAt becomes now, the
 // previously active key gets NotAfter = now + Retention, and a new next key is created. Every write
 // reaches the store before this process switches keys. It re-reads the store first, so it rotates
-// what is stored, not a stale view.
+// what is stored, not a stale view. Rotations on several replicas at once (two operators) may
+// make one rotation: they promote the same next key and create one key after it.
 func (s *Set) Rotate(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	es, _, err := s.load(ctx, s.view.Load())
+	es, _, err := s.load(ctx, s.entries())
 	if err != nil {
 		return err
 	}
@@ -268,6 +334,9 @@ func (s *Set) Rotate(ctx context.Context) error {
 		return err
 	}
 	a, _ := classify(es, t, s.retention)
+	if a < 0 {
+		return fmt.Errorf("keys: not rotating: the clock (%s) is before every stored key's activation", t.Format(time.RFC3339))
+	}
 	if a == len(es)-1 {
 		// The invariant says there is a next key; someone removed it. Rotating must still
 		// happen (it may be a response to a leaked key), so this key signs without having been
@@ -276,7 +345,9 @@ func (s *Set) Rotate(ctx context.Context) error {
 		if es, err = s.ensureNext(ctx, es, t); err != nil {
 			return err
 		}
-		a, _ = classify(es, t, s.retention)
+		if a, _ = classify(es, t, s.retention); a < 0 || a == len(es)-1 {
+			return errors.New("keys: not rotating: no next key after creating one")
+		}
 	}
 	old, next := es[a], es[a+1]
 
@@ -311,7 +382,7 @@ func (s *Set) Rotate(ctx context.Context) error {
 func (s *Set) Reload(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	es, _, err := s.load(ctx, s.view.Load())
+	es, _, err := s.load(ctx, s.entries())
 	if err != nil {
 		return err
 	}
@@ -322,11 +393,12 @@ func (s *Set) Reload(ctx context.Context) error {
 	return nil
 }
 
-// Run keeps the schedule until ctx ends: every minute it re-reads the store, creates the next key
-// when the previous one has started signing, and deletes retired keys past their NotAfter. Errors
-// are logged; the current keys stay in use.
+// Run keeps the schedule until ctx ends: every ReloadInterval it re-reads the store, creates the
+// next key when the previous one has started signing (once for all replicas: see the package
+// doc), and deletes retired keys past their NotAfter. Errors are logged; the current keys stay
+// in use.
 func (s *Set) Run(ctx context.Context) {
-	tick := time.NewTicker(runInterval)
+	tick := time.NewTicker(s.reload)
 	defer tick.Stop()
 	for {
 		select {
@@ -344,7 +416,7 @@ func (s *Set) Run(ctx context.Context) {
 func (s *Set) step(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	es, _, err := s.load(ctx, s.view.Load())
+	es, _, err := s.load(ctx, s.entries())
 	if err != nil {
 		return err
 	}
@@ -354,6 +426,15 @@ func (s *Set) step(ctx context.Context) error {
 		s.view.Store(derive(es, t, s.retention))
 	}
 	return err
+}
+
+// entries are the parsed keys of the current snapshot (nil before Open has stored one), for
+// load to reuse.
+func (s *Set) entries() []*entry {
+	if v := s.view.Load(); v != nil {
+		return v.entries
+	}
+	return nil
 }
 
 // maintain establishes the invariants at time t: an active key, exactly one next key (when there
@@ -369,26 +450,32 @@ func (s *Set) maintain(ctx context.Context, es []*entry, t time.Time) ([]*entry,
 	return s.sweep(ctx, es, t)
 }
 
-// ensureActive creates a key active from t when no stored key has activated by t (first start).
+// ensureActive creates the first signing key, active from t, when the store holds none. When it
+// holds keys but none has activated by t (this process's clock is behind the one that created
+// them, or it stepped back), it creates nothing: derive lets the earliest key sign meanwhile.
 func (s *Set) ensureActive(ctx context.Context, es []*entry, t time.Time) ([]*entry, error) {
-	if a, _ := classify(es, t, s.retention); a >= 0 {
+	if len(es) > 0 {
 		return es, nil
 	}
-	e, err := s.create(ctx, es, t, t)
-	if err != nil {
-		return es, err
-	}
-	es = append(es, e)
-	sortEntries(es)
-	return es, nil
+	es, _, err := s.create(ctx, es, s.slotID("first"), t, t)
+	return es, err
 }
 
 // ensureNext creates the next key when there is none, with ActivatesAt = the active key's
 // activation + RotationPeriod (no earlier than t + RotationPeriod), and gives the active key
 // NotAfter = next.ActivatesAt + Retention. The next key is stored first: should the second write
-// fail, the active key's retention derived from its successor is the same.
+// fail, the active key's retention derived from its successor is the same. Its id is derived
+// from the active key's, so of the replicas doing this at once only one creates it (and writes
+// the NotAfter); the others adopt it.
 func (s *Set) ensureNext(ctx context.Context, es []*entry, t time.Time) ([]*entry, error) {
 	a, _ := classify(es, t, s.retention)
+	if a < 0 && len(es) > 0 {
+		// No key has activated by t: this clock is behind the one that created them (typically
+		// a replica that lost the race for the first key, having read its clock before the
+		// winner). The earliest key signs meanwhile (see derive), so it is the one whose
+		// successor must exist.
+		a = 0
+	}
 	if a < 0 || a < len(es)-1 {
 		return es, nil
 	}
@@ -399,13 +486,10 @@ func (s *Set) ensureNext(ctx context.Context, es []*entry, t time.Time) ([]*entr
 		// rotation, a long outage): publish the next one a whole period ahead all the same.
 		at = t.Add(s.period)
 	}
-	e, err := s.create(ctx, es, at, t)
-	if err != nil {
+	es, created, err := s.create(ctx, es, s.slotID("after "+active.rec.ID), at, t)
+	if err != nil || !created {
 		return es, err
 	}
-	es = append(es, e)
-	sortEntries(es)
-
 	r := active.rec
 	r.ActivatesAt = active.act
 	r.NotAfter = at.Add(s.retention)
@@ -436,44 +520,78 @@ func (s *Set) sweep(ctx context.Context, es []*entry, t time.Time) ([]*entry, er
 	return kept, errors.Join(errs...)
 }
 
-// create generates a key with the configured algorithm, activating at `at`, and stores it.
-func (s *Set) create(ctx context.Context, es []*entry, at, t time.Time) (*entry, error) {
+// create generates a key with the configured algorithm, activating at `at`, and stores it under
+// id unless that id is taken. It returns the entries with the key added and created = true; or,
+// when another process created a key with that id first, the entries as the store now holds
+// them (the other key included) and created = false.
+func (s *Set) create(ctx context.Context, es []*entry, id string, at, t time.Time) (_ []*entry, created bool, err error) {
 	priv, err := generate(s.alg)
 	if err != nil {
-		return nil, fmt.Errorf("keys: generate %s key: %w", s.alg, err)
+		return es, false, fmt.Errorf("keys: generate %s key: %w", s.alg, err)
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(priv)
 	if err != nil {
-		return nil, fmt.Errorf("keys: encode %s key: %w", s.alg, err)
+		return es, false, fmt.Errorf("keys: encode %s key: %w", s.alg, err)
 	}
 	// CreatedAt strictly after every stored key's, so that it orders keys activating at the same
 	// instant (two rotations within one clock tick) by creation.
-	created := t
+	createdAt := t
 	for _, e := range es {
-		if !created.After(e.rec.CreatedAt) {
-			created = e.rec.CreatedAt.Add(time.Nanosecond)
+		if !createdAt.After(e.rec.CreatedAt) {
+			createdAt = e.rec.CreatedAt.Add(time.Nanosecond)
 		}
 	}
-	r := Record{ID: newID(), Algorithm: s.alg, Private: der, CreatedAt: created, ActivatesAt: at}
-	if err := s.store.PutKey(ctx, r); err != nil {
-		return nil, fmt.Errorf("keys: save %s key: %w", s.alg, err)
+	r := Record{ID: id, Algorithm: s.alg, Private: der, CreatedAt: createdAt, ActivatesAt: at}
+	switch err := s.store.CreateKey(ctx, r); {
+	case errors.Is(err, ErrAlreadyExists):
+		s.log.Debug("keys: another process created this key first; using the stored one", "kid", id)
+		fresh, _, err := s.load(ctx, es)
+		if err != nil {
+			return es, false, err
+		}
+		return fresh, false, nil
+	case err != nil:
+		return es, false, fmt.Errorf("keys: save %s key: %w", s.alg, err)
 	}
 	s.log.Info("keys: created signing key", "kid", r.ID, "alg", r.Algorithm, "activates_at", at)
-	return newEntry(r, priv)
+	e, err := newEntry(r, priv)
+	if err != nil {
+		return es, false, err
+	}
+	es = append(es, e)
+	sortEntries(es)
+	return es, true, nil
 }
 
-// load reads and parses every stored key. Keys already parsed in prev (same ID, algorithm and
-// bytes) are reused, so the minute-by-minute reload does not re-parse RSA keys.
-func (s *Set) load(ctx context.Context, prev *view) (es []*entry, sym []Record, err error) {
+// slotID is the id of the key that fills a place in the schedule ("first", "after <kid>"), the
+// same in every process using the store: HMAC-SHA-256 of the place under a key derived from the
+// symmetric key, 128 bits in 26 characters of base32, the shape of the random ids of earlier
+// versions (never containing ':').
+//
+// The ids are public (the JWKS), so they are not computed under the symmetric key itself, which
+// the OP's token encryption uses as an HMAC key too (on 24-byte salts): the derivation label is
+// 18 bytes, so the id key is never one of those encryption keys, and no id is an output of them.
+func (s *Set) slotID(place string) string {
+	derive := hmac.New(sha256.New, s.crypto[:])
+	derive.Write([]byte(slotLabel))
+	mac := hmac.New(sha256.New, derive.Sum(nil))
+	mac.Write([]byte(place))
+	return base32.StdEncoding.EncodeToString(mac.Sum(nil)[:16])[:26]
+}
+
+// slotLabel derives slotID's key from the symmetric key.
+const slotLabel = "wecom-oidc key ids"
+
+// load reads and parses every stored key. Keys already parsed in known (same ID, algorithm and
+// bytes) are reused, so the periodic reload does not re-parse RSA keys.
+func (s *Set) load(ctx context.Context, known []*entry) (es []*entry, sym []Record, err error) {
 	recs, err := s.store.ListKeys(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("keys: load: %w", err)
 	}
-	cache := map[string]*entry{}
-	if prev != nil {
-		for _, e := range prev.entries {
-			cache[e.rec.ID] = e
-		}
+	cache := make(map[string]*entry, len(known))
+	for _, e := range known {
+		cache[e.rec.ID] = e
 	}
 	for _, r := range recs {
 		switch r.Algorithm {
@@ -683,10 +801,6 @@ func newEntry(r Record, priv any) (*entry, error) {
 		pub:    publicKey{id: r.ID, alg: alg, key: pub},
 	}, nil
 }
-
-// newID returns a random key id: 128 bits in base32, so it never contains ':' (which the OP
-// library splits opaque tokens on).
-func newID() string { return rand.Text() }
 
 // signingKey is an op.SigningKey. key is *rsa.PrivateKey, *ecdsa.PrivateKey or
 // ed25519.PrivateKey (a value, as go-jose wants).

@@ -57,18 +57,27 @@ func (c *clock) Advance(d time.Duration) {
 type memStore struct {
 	mu      sync.Mutex
 	records []Record
-	puts    int
+	puts    int // PutKey and CreateKey calls that wrote
+	creates int // CreateKey calls that wrote
 	deletes int
 	failPut error // returned by PutKey when set
 	// listDelay widens the window between reading and writing, for the concurrency test.
 	listDelay time.Duration
+	// listGate, when set, holds the ListKeys calls it admits, once they have read, until all of
+	// them have: several Sets read the store before any of them writes.
+	listGate *barrier
 }
 
 func (m *memStore) ListKeys(context.Context) ([]Record, error) {
 	time.Sleep(m.listDelay)
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]Record(nil), m.records...), nil
+	recs := append([]Record(nil), m.records...)
+	gate := m.listGate
+	m.mu.Unlock()
+	if gate != nil {
+		gate.wait() // after the read: every admitted caller has read before any returns
+	}
+	return recs, nil
 }
 
 func (m *memStore) PutKey(_ context.Context, r Record) error {
@@ -84,6 +93,23 @@ func (m *memStore) PutKey(_ context.Context, r Record) error {
 			return nil
 		}
 	}
+	m.records = append(m.records, r)
+	return nil
+}
+
+func (m *memStore) CreateKey(_ context.Context, r Record) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failPut != nil {
+		return m.failPut
+	}
+	for _, have := range m.records {
+		if have.ID == r.ID {
+			return fmt.Errorf("memStore: key %q: %w", r.ID, ErrAlreadyExists)
+		}
+	}
+	m.puts++
+	m.creates++
 	m.records = append(m.records, r)
 	return nil
 }

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/wecom-oidc/wecom-oidc/keys"
@@ -27,7 +28,20 @@ func (k keyStore) ListKeys(ctx context.Context) ([]keys.Record, error) {
 }
 
 func (k keyStore) PutKey(ctx context.Context, r keys.Record) error {
-	return k.s.PutKey(ctx, storage.KeyRecord{ID: r.ID, Algorithm: r.Algorithm, Private: r.Private, CreatedAt: r.CreatedAt, ActivatesAt: r.ActivatesAt, NotAfter: r.NotAfter})
+	return k.s.PutKey(ctx, keyRecord(r))
+}
+
+// CreateKey maps the storage sentinel onto the keys package's, keeping both in the chain.
+func (k keyStore) CreateKey(ctx context.Context, r keys.Record) error {
+	err := k.s.CreateKey(ctx, keyRecord(r))
+	if errors.Is(err, storage.ErrAlreadyExists) {
+		return fmt.Errorf("%w: %w", keys.ErrAlreadyExists, err)
+	}
+	return err
+}
+
+func keyRecord(r keys.Record) storage.KeyRecord {
+	return storage.KeyRecord{ID: r.ID, Algorithm: r.Algorithm, Private: r.Private, CreatedAt: r.CreatedAt, ActivatesAt: r.ActivatesAt, NotAfter: r.NotAfter}
 }
 
 func (k keyStore) DeleteKey(ctx context.Context, id string) error { return k.s.DeleteKey(ctx, id) }

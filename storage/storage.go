@@ -408,6 +408,11 @@ type Store interface {
 	ListKeys(ctx context.Context) ([]KeyRecord, error)
 	// PutKey creates or replaces a key.
 	PutKey(ctx context.Context, k KeyRecord) error
+	// CreateKey stores k only if no key has its id, atomically: of any number of concurrent
+	// calls with one id, on any number of processes sharing the store, exactly one succeeds and
+	// every other fails with ErrAlreadyExists, leaving the stored key as the winner wrote it.
+	// Replicas starting together on an empty store use it to agree on one key.
+	CreateKey(ctx context.Context, k KeyRecord) error
 	// DeleteKey removes a key; a missing one is not an error.
 	DeleteKey(ctx context.Context, id string) error
 

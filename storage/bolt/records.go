@@ -189,6 +189,28 @@ func (s *Store) PutKey(ctx context.Context, k storage.KeyRecord) (err error) {
 	return putPlain(s, ctx, bucketKeys, k.ID, "key id", k)
 }
 
+// CreateKey stores k unless its id is taken (ErrAlreadyExists), in one write transaction.
+func (s *Store) CreateKey(ctx context.Context, k storage.KeyRecord) (err error) {
+	defer wrap(&err, "create key %q", k.ID)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if k.ID == "" {
+		return errors.New("empty key id")
+	}
+	raw, err := record.Encode(k)
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		b := bkt(tx, bucketKeys)
+		if b.Get([]byte(k.ID)) != nil {
+			return storage.ErrAlreadyExists
+		}
+		return b.Put([]byte(k.ID), raw)
+	})
+}
+
 // --- upstream token cache ---
 
 // GetUpstreamToken returns ErrNotFound when nothing is cached or the token has expired.

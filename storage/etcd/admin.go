@@ -311,6 +311,13 @@ func (s *Store) PutKey(ctx context.Context, k storage.KeyRecord) (err error) {
 	return s.putPlain(ctx, kindKeys, k.ID, "key id", k)
 }
 
+// CreateKey stores k unless its id is taken (ErrAlreadyExists): one transaction guarded by the
+// key's absence (CreateRevision == 0), so exactly one of the replicas racing on an id wins.
+func (s *Store) CreateKey(ctx context.Context, k storage.KeyRecord) (err error) {
+	defer wrap(&err, "create key %q", k.ID)
+	return s.create(ctx, kindKeys, k.ID, k, time.Time{}, "key")
+}
+
 // DeleteKey removes a key; a missing one is not an error.
 func (s *Store) DeleteKey(ctx context.Context, id string) (err error) {
 	defer wrap(&err, "delete key %q", id)

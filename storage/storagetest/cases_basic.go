@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -362,6 +363,50 @@ func keyCases() []testCase {
 			list, err = e.s.ListKeys(e.ctx)
 			noErr(t, err, "ListKeys")
 			equal(t, list, []storage.KeyRecord{k1, k2, k3}, "ListKeys after putting the deleted key back")
+		}},
+		{"Key/CreateOnlyIfAbsent", func(t *testing.T, e *env) {
+			k := e.key("k1", e.clock.Now())
+			noErr(t, e.s.CreateKey(e.ctx, k), "CreateKey")
+			other := e.key("k1", e.clock.Now().Add(time.Hour))
+			other.Private = []byte("another key")
+			isErr(t, e.s.CreateKey(e.ctx, other), storage.ErrAlreadyExists, "CreateKey(taken id)")
+			list, err := e.s.ListKeys(e.ctx)
+			noErr(t, err, "ListKeys")
+			equal(t, list, []storage.KeyRecord{k}, "ListKeys after a refused CreateKey")
+			// A deleted key's id is free again; PutKey still replaces.
+			noErr(t, e.s.DeleteKey(e.ctx, "k1"), "DeleteKey")
+			noErr(t, e.s.CreateKey(e.ctx, other), "CreateKey after DeleteKey")
+			noErr(t, e.s.PutKey(e.ctx, k), "PutKey over a created key")
+			list, err = e.s.ListKeys(e.ctx)
+			noErr(t, err, "ListKeys")
+			equal(t, list, []storage.KeyRecord{k}, "ListKeys after PutKey")
+		}},
+		{"Key/ConcurrentCreateOneWinner", func(t *testing.T, e *env) {
+			// Replicas starting together on an empty store race to create one well-known key,
+			// each with its own material: exactly one wins, and the store keeps the winner's.
+			const goroutines = 16
+			for round := range raceRounds {
+				id := fmt.Sprintf("sym-%d", round)
+				candidates := make([]storage.KeyRecord, goroutines)
+				for i := range candidates {
+					candidates[i] = e.key(id, e.clock.Now())
+					candidates[i].Private = fmt.Appendf(nil, "material of candidate %d", i)
+				}
+				errs := race(goroutines, func(i int) error { return e.s.CreateKey(e.ctx, candidates[i]) })
+				ok, matched, other := countErrs(errs, storage.ErrAlreadyExists)
+				if ok != 1 || matched[storage.ErrAlreadyExists] != goroutines-1 || len(other) != 0 {
+					t.Fatalf("round %d: %d winners, %d ErrAlreadyExists, other errors %v; want 1, %d, none",
+						round, ok, matched[storage.ErrAlreadyExists], other, goroutines-1)
+				}
+				winner := candidates[slices.IndexFunc(errs, func(err error) bool { return err == nil })]
+				list, err := e.s.ListKeys(e.ctx)
+				noErr(t, err, "ListKeys")
+				if i := slices.IndexFunc(list, func(k storage.KeyRecord) bool { return k.ID == id }); i < 0 {
+					t.Fatalf("round %d: no key %s stored", round, id)
+				} else {
+					equal(t, list[i], winner, "the stored key is the winner's")
+				}
+			}
 		}},
 	}
 }
