@@ -757,7 +757,9 @@ func openAdmin(ctx context.Context, cfg *Config) (a admin, release func() error,
 		// database is surely locked as well, so say what is wrong with the socket.
 		return nil, nil, fmt.Errorf("cannot reach the running server on its admin socket: %w", err)
 	}
-	store, err := openStore(cfg.Storage.Path)
+	// etcd has no lock to wait for: the CLI works on the cluster beside any running replicas
+	// (whose admin sockets are elsewhere, or which are all stopped).
+	store, err := openStore(ctx, cfg.Storage)
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, nil, fmt.Errorf("database %s is in use by another process, and no wecom-oidc server answers on the admin socket %s "+

@@ -629,7 +629,7 @@ func TestAdminSocketStale(t *testing.T) {
 // admin socket, the CLI says so at once.
 func TestCLIDatabaseLocked(t *testing.T) {
 	data := t.TempDir()
-	s, err := openStore(filepath.Join(data, "wecom-oidc.db"))
+	s, err := openStore(t.Context(), StorageConfig{Backend: BackendBolt, Path: filepath.Join(data, "wecom-oidc.db")})
 	if err != nil {
 		t.Fatal(err)
 	}

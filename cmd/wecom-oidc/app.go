@@ -15,7 +15,6 @@ import (
 	"github.com/wecom-oidc/wecom-oidc/keys"
 	"github.com/wecom-oidc/wecom-oidc/provider"
 	"github.com/wecom-oidc/wecom-oidc/storage"
-	"github.com/wecom-oidc/wecom-oidc/storage/bolt"
 	"github.com/wecom-oidc/wecom-oidc/upstream/wecom"
 )
 
@@ -30,11 +29,6 @@ func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// openStore opens the bbolt database; a second process gets a clear error at once.
-func openStore(path string) (*bolt.Store, error) {
-	return bolt.Open(path, bolt.Options{Timeout: time.Second})
 }
 
 // newUpstreams builds one WeCom connector per configured upstream (the wecom block, or the

@@ -11,9 +11,11 @@ import (
 )
 
 const backupUsage = `usage: wecom-oidc backup --out FILE [--force] [--config FILE]
-  writes a consistent copy of the database to FILE, while the server runs (through its admin
-  socket) or when it is stopped. The copy is a database file: restore by stopping the server and
-  putting it in storage.path's place (or pointing storage.path at it).`
+  writes a consistent copy of the store to FILE, while the server runs (through its admin
+  socket) or when it is stopped. With storage.backend bolt the copy is a database file: restore
+  by stopping the server and putting it in storage.path's place (or pointing storage.path at
+  it). With etcd it is a JSON-lines copy of the prefix: restore it into an empty prefix with
+  wecom-oidc storage restore --from FILE.`
 
 // runBackup: `wecom-oidc backup --out FILE`.
 func runBackup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -31,7 +33,7 @@ func runBackup(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
-	if same, _ := sameFile(*out, cfg.Storage.Path); same {
+	if same, _ := sameFile(*out, cfg.Storage.Path); same && cfg.Storage.Backend != BackendEtcd {
 		return fmt.Errorf("--out %s is the database itself", *out)
 	}
 	return withAdmin(ctx, cfg, func(a admin) error {

@@ -110,13 +110,63 @@ type LogConfig struct {
 	Format string `koanf:"format"` // text|json; default text
 }
 
-// StorageConfig locates the bbolt database.
+// StorageConfig chooses and locates the store.
 type StorageConfig struct {
-	Path string `koanf:"path"` // default ./data/wecom-oidc.db, relative to the working directory
+	// Backend is "bolt" (the default: one process, an embedded database file at Path) or "etcd"
+	// (any number of replicas sharing an etcd cluster; see Etcd).
+	Backend string `koanf:"backend"`
+	// Path is the bbolt database, default ./data/wecom-oidc.db, relative to the working
+	// directory. With backend etcd it only places the default admin socket.
+	Path string `koanf:"path"`
 	// SweepInterval is how often expired records are deleted (default 1m). The database holds
 	// what expired since the last sweep on top of what is live.
 	SweepInterval time.Duration `koanf:"sweep_interval"`
+	// Etcd is the cluster of backend etcd; every key of it is refused with another backend.
+	Etcd EtcdConfig `koanf:"etcd"`
 }
+
+// Storage backends.
+const (
+	BackendBolt = "bolt"
+	BackendEtcd = "etcd"
+)
+
+// EtcdConfig is the etcd cluster replicas share (storage.backend etcd). Zero values mean the
+// etcd package's defaults: prefix /wecom-oidc/, 5s timeouts.
+type EtcdConfig struct {
+	// Endpoints are the cluster's client URLs (http:// or https://); at least one.
+	Endpoints []string `koanf:"endpoints"`
+	// Prefix is put before every key; replicas of one deployment share it. Default /wecom-oidc/.
+	Prefix string `koanf:"prefix"`
+	// Username and Password authenticate when etcd's auth is enabled. After LoadConfig Password
+	// holds the value of PasswordEnv or the content of PasswordFile when one of those was the
+	// source; at most one of password, password_file, password_env.
+	Username     string `koanf:"username"`
+	Password     string `koanf:"password"`
+	PasswordFile string `koanf:"password_file"`
+	PasswordEnv  string `koanf:"password_env"`
+	// TLS secures the connections to https:// endpoints.
+	TLS EtcdTLSConfig `koanf:"tls"`
+	// DialTimeout bounds connecting to the cluster at start; default 5s.
+	DialTimeout time.Duration `koanf:"dial_timeout"`
+	// RequestTimeout bounds each request to etcd; default 5s.
+	RequestTimeout time.Duration `koanf:"request_timeout"`
+
+	resolved secretResolution
+}
+
+// EtcdTLSConfig is the TLS of the connections to etcd. Every key is optional: without ca_file
+// the system's roots verify the servers; cert_file and key_file (both or neither) are the
+// client certificate for etcd's --client-cert-auth.
+type EtcdTLSConfig struct {
+	CAFile     string `koanf:"ca_file"`
+	CertFile   string `koanf:"cert_file"`
+	KeyFile    string `koanf:"key_file"`
+	ServerName string `koanf:"server_name"` // the name the servers' certificates must carry
+}
+
+// set reports whether any TLS key is set.
+func (t EtcdTLSConfig) set() bool { return t != EtcdTLSConfig{} }
 
 // WeComConfig is the WeCom self-built app that authenticates people.
 type WeComConfig struct {
@@ -273,6 +323,7 @@ func defaultValues() map[string]any {
 		"listen":                       "127.0.0.1:8080",
 		"log.level":                    "info",
 		"log.format":                   "text",
+		"storage.backend":              BackendBolt,
 		"storage.path":                 "./data/wecom-oidc.db",
 		"storage.sweep_interval":       time.Minute,
 		"wecom.scope":                  "snsapi_privateinfo",
@@ -312,7 +363,9 @@ func defaultValues() map[string]any {
 // LoadConfig fails on a file it cannot read, malformed YAML, a value of the wrong type, an unknown
 // key (a typo must not silently become a default) and an environment value that does not parse.
 // Upstream entries get their defaults (see UpstreamConfig). Secret indirections (secret_env and
-// secret_file of wecom, upstreams[].wecom and clients[]) are resolved into the Secret fields; a lookup that fails is not an error here but a problem Validate reports,
+// secret_file of wecom, upstreams[].wecom and clients[]; password_env and password_file of
+// storage.etcd) are resolved into the Secret and Password fields; a lookup that fails is not an
+// error here but a problem Validate reports,
 // so that `config check` lists everything at once. Relative file paths are relative to the
 // working directory.
 func LoadConfig(path string, getenv func(string) string) (*Config, error) {
@@ -562,6 +615,10 @@ func (c *Config) resolveSecrets(getenv func(string) string) {
 		}
 		cl.Secret, cl.resolved = resolveSecret(cl.Secret, cl.SecretEnv, cl.SecretFile, getenv)
 	}
+	if c.Storage.Backend == BackendEtcd { // with another backend every etcd key is a problem
+		e := &c.Storage.Etcd
+		e.Password, e.resolved = resolveSecret(e.Password, e.PasswordEnv, e.PasswordFile, getenv)
+	}
 }
 
 // resolveSecret returns the secret from secretEnv or secretFile when that is its only source, and
@@ -681,12 +738,7 @@ func (c *Config) Validate(mode Mode) error {
 	checkListen(&ps, c.Listen)
 	checkEnum(&ps, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	checkEnum(&ps, "log.format", c.Log.Format, "text", "json")
-	if c.Storage.Path == "" {
-		ps.add("storage.path", "required")
-	}
-	if c.Storage.SweepInterval < time.Second {
-		ps.add("storage.sweep_interval", "must be at least 1s")
-	}
+	c.Storage.validate(&ps)
 	if len(c.Upstreams) == 0 {
 		c.WeCom.validate(&ps, "wecom.", serve,
 			fmt.Sprintf("set secret, %s, secret_env or secret_file", envVar("wecom.secret")))
@@ -1197,10 +1249,10 @@ func checkPlaceholders(ps *problems, key, tmpl string) {
 	}
 }
 
-// The four types that hold secrets (Config, WeComConfig, UpstreamConfig, ClientConfig) render themselves with
-// secrets redacted for fmt (String, GoString), slog (LogValue) and encoding/json (MarshalJSON):
-// they are not a wire format, and a configuration must never leak into logs. Read a secret
-// through its field.
+// The types that hold secrets (Config, WeComConfig, UpstreamConfig, ClientConfig, EtcdConfig)
+// render themselves with secrets redacted for fmt (String, GoString), slog (LogValue) and
+// encoding/json (MarshalJSON): they are not a wire format, and a configuration must never leak
+// into logs. Read a secret through its field.
 
 // LogValue is the configuration as a slog group keyed like the file, secrets redacted.
 func (c Config) LogValue() slog.Value { return structLogValue(reflect.ValueOf(c)) }
@@ -1240,6 +1292,18 @@ func (u UpstreamConfig) MarshalJSON() ([]byte, error) {
 	return json.Marshal(plainValue(u.LogValue()))
 }
 
+// LogValue is the etcd block as a slog group, the password redacted.
+func (e EtcdConfig) LogValue() slog.Value { return structLogValue(reflect.ValueOf(e)) }
+
+// String is the etcd block as `key=value` pairs, the password redacted.
+func (e EtcdConfig) String() string { return flatString(e.LogValue()) }
+
+// GoString keeps %#v from printing the password.
+func (e EtcdConfig) GoString() string { return "main.EtcdConfig{" + e.String() + "}" }
+
+// MarshalJSON encodes the etcd block keyed like the file, the password redacted.
+func (e EtcdConfig) MarshalJSON() ([]byte, error) { return json.Marshal(plainValue(e.LogValue())) }
+
 // LogValue is the client as a slog group, the secret redacted.
 func (c ClientConfig) LogValue() slog.Value { return structLogValue(reflect.ValueOf(c)) }
 
@@ -1253,7 +1317,8 @@ func (c ClientConfig) GoString() string { return "main.ClientConfig{" + c.String
 func (c ClientConfig) MarshalJSON() ([]byte, error) { return json.Marshal(plainValue(c.LogValue())) }
 
 // structLogValue renders a config struct as a group of its koanf-tagged fields; nil pointers (an
-// unset optional value) are left out. A non-empty field tagged `secret` becomes redactedText. Fields are read by reflection, never through their
+// unset optional value) are left out. A non-empty field tagged `secret` or `password` becomes
+// redactedText. Fields are read by reflection, never through their
 // String or LogValue methods, so nothing recurses and no secret slips through a nested value.
 func structLogValue(v reflect.Value) slog.Value {
 	var attrs []slog.Attr
@@ -1269,7 +1334,7 @@ func structLogValue(v reflect.Value) slog.Value {
 
 func fieldLogValue(tag string, v reflect.Value) slog.Value {
 	switch {
-	case tag == "secret" && v.Kind() == reflect.String:
+	case (tag == "secret" || tag == "password") && v.Kind() == reflect.String:
 		if v.String() == "" {
 			return slog.StringValue("")
 		}

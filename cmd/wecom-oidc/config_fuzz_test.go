@@ -106,6 +106,10 @@ upstreams:
 clients:
   - {id: app, secret_file: $SECRET_FILE, redirect_uris: [https://app.example.com/cb], token_endpoint_auth_method: client_secret_post}
 `,
+	`issuer: https://sso.example.com
+wecom: {corp_id: ww1, agent_id: "1", secret_env: FUZZ_SECRET}
+storage: {backend: etcd, etcd: {endpoints: [https://etcd-1:2379], username: sso, password_file: $SECRET_FILE, tls: {ca_file: /etc/ca.pem}}}
+`,
 	// Near-valid: loads, but a trailing slash, two secret sources, a short client secret, a
 	// fragment, letters in agent_id, an unset variable, a public client with a secret.
 	`issuer: https://sso.example.com/
@@ -169,8 +173,9 @@ func renderings(t *testing.T, c *Config) string {
 	return b.String()
 }
 
-// withOtherSecrets is a copy of c with every secret (wecom, upstreams[].wecom, clients[]) replaced
-// by another of the same length in characters, so Validate's length rule still judges alike.
+// withOtherSecrets is a copy of c with every secret (wecom, upstreams[].wecom, clients[], the etcd
+// password) replaced by another of the same length in characters, so Validate's length rule
+// still judges alike.
 func withOtherSecrets(c *Config) *Config {
 	o := *c
 	o.WeCom.Secret = otherSecret(c.WeCom.Secret)
@@ -182,6 +187,7 @@ func withOtherSecrets(c *Config) *Config {
 	for i := range o.Clients {
 		o.Clients[i].Secret = otherSecret(o.Clients[i].Secret)
 	}
+	o.Storage.Etcd.Password = otherSecret(c.Storage.Etcd.Password)
 	return &o
 }
 
@@ -211,12 +217,14 @@ func secretsOf(c *Config) []string {
 	for _, cl := range c.Clients {
 		add(cl.Secret)
 	}
+	add(c.Storage.Etcd.Password)
 	return out
 }
 
-// safeSecretFiles reports whether every secret_file in the YAML (under any key path whose last
-// part is secret_file, as koanf splits keys at dots) names allowed, a file that does not exist,
-// or nothing. YAML that does not parse is safe: LoadConfig rejects it before reading any file.
+// safeSecretFiles reports whether every secret_file and password_file in the YAML (under any key
+// path whose last part is one of them, as koanf splits keys at dots) names allowed, a file that
+// does not exist, or nothing. YAML that does not parse is safe: LoadConfig rejects it before
+// reading any file.
 func safeSecretFiles(t *testing.T, input, allowed string) bool {
 	t.Helper()
 	doc, err := yaml.Parser().Unmarshal([]byte(input))
@@ -247,7 +255,7 @@ func safeSecretFiles(t *testing.T, input, allowed string) bool {
 	var walk func(v any)
 	visit := func(key string, v any) {
 		parts := strings.Split(key, ".")
-		if parts[len(parts)-1] == "secret_file" {
+		if last := parts[len(parts)-1]; last == "secret_file" || last == "password_file" {
 			leaves(v)
 		}
 		walk(v)

@@ -188,7 +188,7 @@ func TestConfigDefaults(t *testing.T) {
 	want := Config{
 		Listen:  "127.0.0.1:8080",
 		Log:     LogConfig{Level: "info", Format: "text"},
-		Storage: StorageConfig{Path: "./data/wecom-oidc.db", SweepInterval: time.Minute},
+		Storage: StorageConfig{Backend: BackendBolt, Path: "./data/wecom-oidc.db", SweepInterval: time.Minute},
 		WeCom: WeComConfig{
 			Scope:        "snsapi_privateinfo",
 			APIBaseURL:   "https://qyapi.weixin.qq.com",
@@ -309,6 +309,12 @@ func TestConfigEnvKeys(t *testing.T) {
 		"WECOM_OIDC_HTTP__READ_HEADER_TIMEOUT", "WECOM_OIDC_HTTP__READ_TIMEOUT",
 		"WECOM_OIDC_HTTP__WRITE_TIMEOUT", "WECOM_OIDC_HTTP__IDLE_TIMEOUT", "WECOM_OIDC_ADMIN__SOCKET",
 		"WECOM_OIDC_HTTP__MAX_CONCURRENT_REQUESTS",
+		"WECOM_OIDC_STORAGE__BACKEND", "WECOM_OIDC_STORAGE__ETCD__ENDPOINTS", "WECOM_OIDC_STORAGE__ETCD__PREFIX",
+		"WECOM_OIDC_STORAGE__ETCD__USERNAME", "WECOM_OIDC_STORAGE__ETCD__PASSWORD",
+		"WECOM_OIDC_STORAGE__ETCD__PASSWORD_FILE", "WECOM_OIDC_STORAGE__ETCD__PASSWORD_ENV",
+		"WECOM_OIDC_STORAGE__ETCD__TLS__CA_FILE", "WECOM_OIDC_STORAGE__ETCD__TLS__CERT_FILE",
+		"WECOM_OIDC_STORAGE__ETCD__TLS__KEY_FILE", "WECOM_OIDC_STORAGE__ETCD__TLS__SERVER_NAME",
+		"WECOM_OIDC_STORAGE__ETCD__DIAL_TIMEOUT", "WECOM_OIDC_STORAGE__ETCD__REQUEST_TIMEOUT",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("%s missing from %q", want, names)
@@ -321,8 +327,8 @@ func TestConfigEnvKeys(t *testing.T) {
 			}
 		}
 	}
-	if len(names) != 38 {
-		t.Errorf("got %d environment keys, want 38 (update this test when adding a key): %q", len(names), names)
+	if len(names) != 51 {
+		t.Errorf("got %d environment keys, want 51 (update this test when adding a key): %q", len(names), names)
 	}
 }
 

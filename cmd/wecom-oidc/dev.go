@@ -96,10 +96,10 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
   redirect URI   %s%s
   after logout   %s%s
   WeCom members  zhangsan 张三, lisi 李四, wangwu 王五 (no e-mail), zhaoliu 赵六 (disabled), outsider (not a member)
-  database       %s
+  storage        %s
 
 Press Ctrl-C to stop.
-`, version, issuer, issuer, issuer, demoPrefix, devClientID, demoSecret, issuer, demoCallbackPath, issuer, demoPrefix, cfg.Storage.Path)
+`, version, issuer, issuer, issuer, demoPrefix, devClientID, demoSecret, issuer, demoCallbackPath, issuer, demoPrefix, cfg.Storage.describe())
 	}
 	// The connector's HTTP client code runs as against WeCom; only the socket is skipped, so a
 	// login costs what it would with WeCom being someone else's machine.

@@ -21,12 +21,15 @@ Usage:
                                                     the people who have signed in
   wecom-oidc keys list|rotate [--config FILE]       the signing keys
   wecom-oidc backup --out FILE [--force] [--config FILE]
-                                                    a consistent copy of the database
+                                                    a consistent copy of the store
+  wecom-oidc storage restore --from FILE [--config FILE]
+                                                    load a backup into the configured, empty store
   wecom-oidc config check [--config FILE]           validate the configuration, print every problem
   wecom-oidc version                                print the version
 
 client, users, keys and backup work while the server runs (through its admin socket, admin.socket,
-default beside the database) and when it is stopped (on the database directly).
+default beside the database) and when it is stopped (on the store directly; with storage.backend
+etcd also beside replicas whose admin sockets are elsewhere).
 
 --config defaults to $WECOM_OIDC_CONFIG. Every configuration key can also be set in the
 environment: WECOM_OIDC_ + the upper-case path with __ between levels (WECOM_OIDC_WECOM__SECRET).
@@ -67,6 +70,8 @@ func dispatch(ctx context.Context, cmd string, rest []string, getenv func(string
 		return runKeys(ctx, rest, getenv, stdout, stderr)
 	case "backup":
 		return runBackup(ctx, rest, getenv, stdout, stderr)
+	case "storage":
+		return runStorage(ctx, rest, getenv, stdout, stderr)
 	case "config":
 		return runConfig(rest, getenv, stdout, stderr)
 	case "version", "--version":

@@ -46,7 +46,7 @@ type serveOptions struct {
 func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serveOptions) (err error) {
 	// The OP library logs through slog's default logger; give it ours (format, level, stream).
 	slog.SetDefault(log)
-	store, err := openStore(cfg.Storage.Path)
+	store, err := openStore(ctx, cfg.Storage)
 	if err != nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serv
 	}
 	handler = limitConcurrency(handler, cfg.HTTP.MaxConcurrentRequests)
 
-	log.Info("serving", "issuer", issuer, "listen", ln.Addr().String(), "database", cfg.Storage.Path, "version", version)
+	log.Info("serving", "issuer", issuer, "listen", ln.Addr().String(), "storage", cfg.Storage.describe(), "version", version)
 	if opts.ready != nil {
 		opts.ready(issuer)
 	}
