@@ -47,8 +47,8 @@ func keyRecord(r keys.Record) storage.KeyRecord {
 func (k keyStore) DeleteKey(ctx context.Context, id string) error { return k.s.DeleteKey(ctx, id) }
 
 // UpstreamTokens shares an upstream connector's access token through a storage.Store, so every
-// request and every process using the database reuses one token. It has the method set of
-// wecom.TokenStore.
+// request and every process using the database reuses one token, and one process at a time
+// fetches a new one. It has the method sets of wecom.TokenStore and wecom.TokenClaimer.
 type UpstreamTokens struct{ Store storage.Store }
 
 // LoadToken returns the cached token; ok is false when none is cached or it has expired.
@@ -71,4 +71,9 @@ func (u UpstreamTokens) SaveToken(ctx context.Context, key, token string, expire
 // ForgetToken drops the cached token (the upstream invalidated it).
 func (u UpstreamTokens) ForgetToken(ctx context.Context, key string) error {
 	return u.Store.DeleteUpstreamToken(ctx, key)
+}
+
+// ClaimRefresh grants one process of those sharing the store the right to fetch a new token.
+func (u UpstreamTokens) ClaimRefresh(ctx context.Context, key string, until time.Time) (bool, error) {
+	return u.Store.ClaimUpstreamRefresh(ctx, key, until)
 }

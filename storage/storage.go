@@ -423,6 +423,11 @@ type Store interface {
 	PutUpstreamToken(ctx context.Context, t UpstreamToken) error
 	// DeleteUpstreamToken forgets the cached token (WeCom invalidated it); missing is not an error.
 	DeleteUpstreamToken(ctx context.Context, key string) error
+	// ClaimUpstreamRefresh claims, until the given time, the right to fetch a new upstream token
+	// for key: true when no unexpired claim was held (the claim is now the caller's), false when
+	// one was. Of concurrent claims by any processes sharing the store exactly one gets true.
+	// There is no release: the claimant saves the new token, and the claim expires.
+	ClaimUpstreamRefresh(ctx context.Context, key string, until time.Time) (bool, error)
 
 	// Housekeeping.
 

@@ -234,6 +234,33 @@ func (s *Store) PutUpstreamToken(ctx context.Context, t storage.UpstreamToken) (
 	})
 }
 
+// upstreamClaimPrefix keys the refresh claims in the upstream bucket, beside the tokens.
+const upstreamClaimPrefix = "claim/"
+
+// ClaimUpstreamRefresh: see storage.Store. The claim is a record of the upstream bucket, swept
+// once expired like the tokens.
+func (s *Store) ClaimUpstreamRefresh(ctx context.Context, key string, until time.Time) (claimed bool, err error) {
+	defer wrap(&err, "claim upstream refresh %q", key)
+	raw, err := record.Encode(storage.UpstreamToken{Key: upstreamClaimPrefix + key, ExpiresAt: until})
+	if err != nil {
+		return false, err
+	}
+	now := s.now()
+	err = s.update(ctx, func(tx *bbolt.Tx) error {
+		claimed = false
+		held, ok, err := getJSON[storage.UpstreamToken](bkt(tx, bucketUpstream), []byte(upstreamClaimPrefix+key))
+		if err != nil {
+			return err
+		}
+		if ok && !record.Expired(held.ExpiresAt, now) {
+			return nil
+		}
+		claimed = true
+		return putExpiring(tx, bucketUpstream, []byte(upstreamClaimPrefix+key), raw, until)
+	})
+	return claimed, err
+}
+
 // DeleteUpstreamToken forgets the cached token; a missing one is not an error.
 func (s *Store) DeleteUpstreamToken(ctx context.Context, key string) (err error) {
 	defer wrap(&err, "delete upstream token %q", key)

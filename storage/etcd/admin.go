@@ -351,6 +351,35 @@ func (s *Store) PutUpstreamToken(ctx context.Context, tok storage.UpstreamToken)
 	})
 }
 
+// upstreamClaimPrefix keys the refresh claims among the upstream tokens.
+const upstreamClaimPrefix = "claim/"
+
+// ClaimUpstreamRefresh: see storage.Store. The claim is an upstream-token record with a lease,
+// written in a transaction guarded by the revision of the claim read: one claimant wins.
+func (s *Store) ClaimUpstreamRefresh(ctx context.Context, key string, until time.Time) (claimed bool, err error) {
+	defer wrap(&err, "claim upstream refresh %q", key)
+	id := upstreamClaimPrefix + key
+	err = s.update(ctx, func(t *txn) error {
+		claimed = false
+		raw, ok, err := t.get(s.key(kindUpstream, id))
+		if err != nil {
+			return err
+		}
+		if ok {
+			held, err := record.Decode[storage.UpstreamToken](id, raw)
+			if err != nil {
+				return err
+			}
+			if !record.Expired(held.ExpiresAt, s.now()) {
+				return nil
+			}
+		}
+		claimed = true
+		return t.putExpiring(kindUpstream, id, storage.UpstreamToken{Key: id, ExpiresAt: until}, until)
+	})
+	return claimed, err
+}
+
 // DeleteUpstreamToken forgets the cached token; a missing one is not an error.
 func (s *Store) DeleteUpstreamToken(ctx context.Context, key string) (err error) {
 	defer wrap(&err, "delete upstream token %q", key)

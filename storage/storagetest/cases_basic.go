@@ -414,6 +414,49 @@ func keyCases() []testCase {
 func upstreamCases() []testCase {
 	const key = "ww0123456789/1000002"
 	return []testCase{
+		{"Upstream/ClaimRefreshOneWinner", func(t *testing.T, e *env) {
+			for round := range raceRounds {
+				k := fmt.Sprintf("%s#%d", key, round)
+				until := e.clock.Now().Add(10 * time.Second)
+				type result struct {
+					ok  bool
+					err error
+				}
+				results := race(16, func(int) result {
+					ok, err := e.s.ClaimUpstreamRefresh(e.ctx, k, until)
+					return result{ok, err}
+				})
+				wins := 0
+				for i, r := range results {
+					noErr(t, r.err, fmt.Sprintf("round %d: ClaimUpstreamRefresh #%d", round, i))
+					if r.ok {
+						wins++
+					}
+				}
+				if wins != 1 {
+					t.Fatalf("round %d: %d claims won, want exactly 1", round, wins)
+				}
+			}
+			// The claim does not hide the token, and a held claim refuses until it expires.
+			tok := e.upstream(key, "tok", time.Hour)
+			noErr(t, e.s.PutUpstreamToken(e.ctx, tok), "PutUpstreamToken")
+			ok, err := e.s.ClaimUpstreamRefresh(e.ctx, key, e.clock.Now().Add(10*time.Second))
+			noErr(t, err, "ClaimUpstreamRefresh")
+			if !ok {
+				t.Fatal("first claim of a key refused")
+			}
+			got, err := e.s.GetUpstreamToken(e.ctx, key)
+			noErr(t, err, "GetUpstreamToken beside a claim")
+			equal(t, got, tok, "token beside a claim")
+			e.clock.Advance(9 * time.Second)
+			if ok, _ := e.s.ClaimUpstreamRefresh(e.ctx, key, e.clock.Now().Add(10*time.Second)); ok {
+				t.Fatal("a held claim was granted again")
+			}
+			e.clock.Advance(time.Second)
+			if ok, err := e.s.ClaimUpstreamRefresh(e.ctx, key, e.clock.Now().Add(10*time.Second)); err != nil || !ok {
+				t.Fatalf("claim after the previous one expired: %v, %v; want granted", ok, err)
+			}
+		}},
 		{"Upstream/PutGetDelete", func(t *testing.T, e *env) {
 			_, err := e.s.GetUpstreamToken(e.ctx, key)
 			isErr(t, err, storage.ErrNotFound, "GetUpstreamToken(empty)")

@@ -114,6 +114,17 @@ type TokenStore interface {
 	ForgetToken(ctx context.Context, key string) error
 }
 
+// TokenClaimer is a TokenStore shared by several processes that can also grant one of them at a
+// time the right to fetch a new token. When the store implements it, a process that finds no
+// usable token claims the refresh before calling gettoken, and one that finds the claim held
+// waits for the token the holder saves, so the replicas of a deployment call gettoken once, not
+// once each.
+type TokenClaimer interface {
+	// ClaimRefresh returns true when the caller may fetch a new token for key: no other claim is
+	// held until it expires at until. Of concurrent claims exactly one returns true.
+	ClaimRefresh(ctx context.Context, key string, until time.Time) (bool, error)
+}
+
 // withDefaults validates cfg and fills in defaults. It reports every problem at once.
 func (c Config) withDefaults() (Config, error) {
 	var errs []error

@@ -753,3 +753,51 @@ func TestAPIError(t *testing.T) {
 		t.Error("helpers misreport a non-API error")
 	}
 }
+
+// claimingStore is a memStore that also grants the refresh claim (wecom.TokenClaimer), as the
+// provider's storage adapter does for processes sharing a database.
+type claimingStore struct {
+	*memStore
+	mu     sync.Mutex
+	until  map[string]time.Time
+	now    func() time.Time
+	claims int
+}
+
+func (s *claimingStore) ClaimRefresh(_ context.Context, key string, until time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.claims++
+	if s.now().Before(s.until[key]) {
+		return false, nil
+	}
+	s.until[key] = until
+	return true, nil
+}
+
+// TestTokenRefreshOnceAcrossProcesses: several processes (connectors) sharing a store that grants
+// the refresh claim need a token at the same moment; one calls gettoken, the others wait for
+// the token it saves. The sim answers gettoken slowly, so they all look while it runs.
+func TestTokenRefreshOnceAcrossProcesses(t *testing.T) {
+	e := MustEnv(t, nil, nil)
+	e.sim.SetLatency("gettoken", 200*time.Millisecond)
+	store := &claimingStore{memStore: e.store, until: map[string]time.Time{}, now: time.Now}
+	const processes = 4
+	var wg sync.WaitGroup
+	for i := range processes {
+		c := e.MustConnector(t, func(cfg *wecom.Config) {
+			cfg.Tokens = store
+			cfg.Now = time.Now // the claim and the polling run on real time
+		})
+		wg.Go(func() {
+			MustLogin(t, c, e.sim.Code([]string{"zhangsan", "lisi"}[i%2], false, ""), uaBrowser)
+		})
+	}
+	wg.Wait()
+	if got := e.sim.Calls("gettoken"); got != 1 {
+		t.Errorf("gettoken calls = %d for %d processes, want 1", got, processes)
+	}
+	if store.claims < 2 {
+		t.Errorf("%d refresh claims, want one per process that found no token", store.claims)
+	}
+}

@@ -34,7 +34,10 @@ type tokenCache struct {
 	expiresAt time.Time
 	// rejected is the last token WeCom refused. A refresh never takes it back from the store.
 	rejected string
-	inflight *tokenRefresh // non-nil while a refresh runs
+	// claimedUntil is when this process's refresh claim (TokenClaimer) expires: until then it is
+	// this process that fetches, again if a fetch failed or WeCom rejected what it fetched.
+	claimedUntil time.Time
+	inflight     *tokenRefresh // non-nil while a refresh runs
 }
 
 // tokenRefresh is one refresh; done is closed when token or err is set.
@@ -135,6 +138,11 @@ func (tc *tokenCache) refresh(ctx context.Context) (string, time.Time, error) {
 		cancel()
 	}
 
+	if claimer, ok := tc.store.(TokenClaimer); ok {
+		if tok, exp, ok := tc.awaitOtherRefresh(ctx, claimer, rejected); ok {
+			return tok, exp, nil
+		}
+	}
 	tok, ttl, err := tc.fetch(ctx)
 	if err != nil {
 		return "", time.Time{}, err
@@ -155,6 +163,60 @@ func (tc *tokenCache) refresh(ctx context.Context) (string, time.Time, error) {
 	tc.log.InfoContext(ctx, "wecom: fetched a new access token",
 		slog.String("key", tc.key), slog.Time("expires_at", exp))
 	return tok, exp, nil
+}
+
+// claimPoll is how often a process that lost the refresh claim looks for the holder's token.
+const claimPoll = 50 * time.Millisecond
+
+// awaitOtherRefresh claims the refresh for this process. When another process holds the claim it
+// polls the store, for as long as a fetch may take (twice the call timeout: gettoken is retried),
+// for the token that process saves; ok is true with it. false means: fetch yourself — the claim
+// is ours, the store could not be asked, or the holder saved nothing usable in time (it may have
+// died; liveness beats saving a call).
+func (tc *tokenCache) awaitOtherRefresh(ctx context.Context, claimer TokenClaimer, rejected string) (string, time.Time, bool) {
+	tc.mu.Lock()
+	held := tc.now().Before(tc.claimedUntil)
+	tc.mu.Unlock()
+	if held {
+		return "", time.Time{}, false
+	}
+	wait := 2 * tc.timeout
+	until := tc.now().Add(wait)
+	sctx, cancel := context.WithTimeout(ctx, tc.timeout)
+	won, err := claimer.ClaimRefresh(sctx, tc.key, until)
+	cancel()
+	if err != nil {
+		tc.log.WarnContext(ctx, "wecom: claiming the access-token refresh failed; fetching without the claim",
+			slog.String("key", tc.key), slog.Any("error", err))
+		return "", time.Time{}, false
+	}
+	if won {
+		tc.mu.Lock()
+		tc.claimedUntil = until
+		tc.mu.Unlock()
+		return "", time.Time{}, false
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(claimPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return "", time.Time{}, false
+		case <-deadline.C:
+			tc.log.WarnContext(ctx, "wecom: the process refreshing the access token saved none in time; fetching one",
+				slog.String("key", tc.key))
+			return "", time.Time{}, false
+		case <-tick.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, tc.timeout)
+		tok, exp, ok, err := tc.store.LoadToken(sctx, tc.key)
+		cancel()
+		if err == nil && ok && tok != "" && tok != rejected && tc.usable(exp) {
+			return tok, exp, true
+		}
+	}
 }
 
 // gettokenResponse is gettoken's answer.
