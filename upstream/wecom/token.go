@@ -138,7 +138,10 @@ func (tc *tokenCache) refresh(ctx context.Context) (string, time.Time, error) {
 		cancel()
 	}
 
-	if claimer, ok := tc.store.(TokenClaimer); ok {
+	// The claim serves the routine refresh, which every replica reaches at about the same time.
+	// After WeCom rejected a token this process fetches at once: the claim may be a previous
+	// incarnation's, or another process's that is waiting for the very token WeCom refused.
+	if claimer, ok := tc.store.(TokenClaimer); ok && rejected == "" {
 		if tok, exp, ok := tc.awaitOtherRefresh(ctx, claimer, rejected); ok {
 			return tok, exp, nil
 		}
