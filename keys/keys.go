@@ -48,7 +48,8 @@
 //     successor must exist.
 //
 // A replica learns of keys another one created when it re-reads the store: at Open, at Rotate,
-// and at each step of Run, every ReloadInterval (one minute by default). That is the bound
+// at each step of Run, every ReloadInterval (one minute by default), and at once when the store
+// signals a change (Config.Changes: etcd's watch). The interval is the bound
 // within which every replica publishes a new next key, signs with a key another replica
 // promoted with Rotate, and stops publishing a retired key. It costs nothing in correctness:
 // a key signs only after a whole RotationPeriod of being published (Rotate excepted, whose new
@@ -173,6 +174,9 @@ type Config struct {
 	// ReloadInterval is how often Run re-reads the store (default DefaultReloadInterval): the
 	// bound within which this process sees keys other processes created or rotated.
 	ReloadInterval time.Duration
+	// Changes, when set, signals that the stored keys changed (a store that can watch them, such
+	// as etcd's WatchKeys): Run then re-reads them at once instead of at its next interval.
+	Changes <-chan struct{}
 }
 
 // Info describes a published signing key, for `wecom-oidc keys list`.
@@ -204,6 +208,7 @@ type Set struct {
 	now       func() time.Time
 	log       *slog.Logger
 	reload    time.Duration
+	changes   <-chan struct{} // nil: Run reloads on its interval only
 	crypto    [32]byte
 
 	// mu serializes everything that reads the store to replace the snapshot or writes to it
@@ -217,7 +222,7 @@ type Set struct {
 // key, an active key and a next key when missing, and deletes retired keys past their NotAfter.
 // It refuses to start when a stored key does not parse.
 func Open(ctx context.Context, store Store, cfg Config) (*Set, error) {
-	s := &Set{store: store, period: cfg.RotationPeriod, retention: cfg.Retention, now: cfg.Now, log: cfg.Logger, reload: cfg.ReloadInterval}
+	s := &Set{store: store, period: cfg.RotationPeriod, retention: cfg.Retention, now: cfg.Now, log: cfg.Logger, reload: cfg.ReloadInterval, changes: cfg.Changes}
 	var ok bool
 	if s.alg, ok = canonicalAlg(cfg.Algorithm); !ok {
 		return nil, fmt.Errorf("keys: unsupported signing algorithm %q (want RS256, ES256 or EdDSA)", cfg.Algorithm)
@@ -393,10 +398,10 @@ func (s *Set) Reload(ctx context.Context) error {
 	return nil
 }
 
-// Run keeps the schedule until ctx ends: every ReloadInterval it re-reads the store, creates the
-// next key when the previous one has started signing (once for all replicas: see the package
-// doc), and deletes retired keys past their NotAfter. Errors are logged; the current keys stay
-// in use.
+// Run keeps the schedule until ctx ends: every ReloadInterval, and whenever Config.Changes
+// signals, it re-reads the store, creates the next key when the previous one has started
+// signing (once for all replicas: see the package doc), and deletes retired keys past their
+// NotAfter. Errors are logged; the current keys stay in use.
 func (s *Set) Run(ctx context.Context) {
 	tick := time.NewTicker(s.reload)
 	defer tick.Stop()
@@ -405,9 +410,10 @@ func (s *Set) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if err := s.step(ctx); err != nil && ctx.Err() == nil {
-				s.log.Error("keys: maintenance failed", "err", err)
-			}
+		case <-s.changes:
+		}
+		if err := s.step(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("keys: maintenance failed", "err", err)
 		}
 	}
 }

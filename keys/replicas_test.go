@@ -255,3 +255,37 @@ func TestSlotIDs(t *testing.T) {
 		t.Fatalf("slot ids collide across places or symmetric keys: %v", ids)
 	}
 }
+
+// TestReplicaReloadsOnChangeSignal: with Config.Changes (a store's watch), a replica follows a
+// rotation made by another at once, long before its ReloadInterval.
+func TestReplicaReloadsOnChangeSignal(t *testing.T) {
+	c := newClock()
+	store := &memStore{}
+	changes := make(chan struct{}, 1)
+	a, err := Open(context.Background(), store, Config{Algorithm: ES256, Now: c.Now, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(context.Background(), store, Config{Algorithm: ES256, Now: c.Now, Logger: quietLogger(), ReloadInterval: time.Hour, Changes: changes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.Run(ctx)
+	old := b.SigningKey().ID()
+	if err := a.Rotate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	changes <- struct{}{}
+	signalled := time.Now()
+	for b.SigningKey().ID() == old {
+		if time.Since(signalled) > 5*time.Second {
+			t.Fatal("the other replica did not switch keys within 5s of the change signal (ReloadInterval 1h)")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if b.SigningKey().ID() != a.SigningKey().ID() {
+		t.Fatalf("after the signal: signs with %s, the rotating replica with %s", b.SigningKey().ID(), a.SigningKey().ID())
+	}
+}

@@ -20,12 +20,24 @@ const keysUsage = `usage:
 
 // openKeys opens the signing keys on store with the configured schedule.
 func openKeys(ctx context.Context, cfg *Config, store storage.Store, log *slog.Logger) (*keys.Set, error) {
+	return openWatchedKeys(ctx, cfg, store, nil, log)
+}
+
+// openWatchedKeys is openKeys for the server: changes, when not nil, tells its key set that
+// another replica wrote a key.
+func openWatchedKeys(ctx context.Context, cfg *Config, store storage.Store, changes <-chan struct{}, log *slog.Logger) (*keys.Set, error) {
 	return keys.Open(ctx, provider.KeyStore(store), keys.Config{
 		Algorithm:      cfg.Keys.Algorithm,
 		RotationPeriod: cfg.Keys.RotationPeriod,
 		Retention:      cfg.Keys.Retention,
 		Logger:         log,
+		Changes:        changes,
 	})
+}
+
+// keyWatcher is a store that can tell when the stored keys change (storage/etcd).
+type keyWatcher interface {
+	WatchKeys(ctx context.Context) <-chan struct{}
 }
 
 // runKeys: `wecom-oidc keys list|rotate`.

@@ -75,7 +75,15 @@ func serveProvider(ctx context.Context, cfg *Config, log *slog.Logger, opts serv
 	if err := reconcileClients(ctx, store, cfg.Clients, time.Now()); err != nil {
 		return err
 	}
-	keySet, err := openKeys(ctx, cfg, store, log)
+	// Replicas on etcd learn of a key another one created or rotated at once, not at the next
+	// periodic reload.
+	var keyChanges <-chan struct{}
+	if w, ok := store.(keyWatcher); ok {
+		watchCtx, stopWatch := context.WithCancel(context.Background())
+		defer stopWatch()
+		keyChanges = w.WatchKeys(watchCtx)
+	}
+	keySet, err := openWatchedKeys(ctx, cfg, store, keyChanges, log)
 	if err != nil {
 		return err
 	}

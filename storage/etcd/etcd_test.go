@@ -816,3 +816,28 @@ func TestIndexIDRoundTrip(t *testing.T) {
 		t.Error("session a's link prefix covers a link of session a/b")
 	}
 }
+
+// TestWatchKeysSeesOtherReplicasKeys: a key written through one replica's Store signals the
+// other's WatchKeys.
+func TestWatchKeysSeesOtherReplicasKeys(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	changed := a.WatchKeys(ctx)
+	// The watch starts asynchronously: write until it has seen a write, within a bound.
+	deadline := time.After(10 * time.Second)
+	for i := 0; ; i++ {
+		k := storage.KeyRecord{ID: fmt.Sprintf("k%d", i), Algorithm: "ES256", Private: []byte("x"), CreatedAt: clock.Now()}
+		if err := b.CreateKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-changed:
+			return
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no signal within 10s of keys written through the other replica")
+		}
+	}
+}
