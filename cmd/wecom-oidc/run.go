@@ -24,6 +24,8 @@ Usage:
                                                     a consistent copy of the store
   wecom-oidc storage restore --from FILE [--config FILE]
                                                     load a backup into the configured, empty store
+  wecom-oidc storage migrate --from BOLT_FILE --to etcd [--config FILE]
+                                                    move a bolt database into the configured etcd
   wecom-oidc config check [--config FILE]           validate the configuration, print every problem
   wecom-oidc version                                print the version
 
