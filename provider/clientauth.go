@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
+
+	"github.com/wecom-oidc/wecom-oidc/storage"
 )
 
 // maxAssertionLife bounds how far in the future a client assertion may expire: its jti is
@@ -70,35 +71,13 @@ func (p *Provider) checkClientAssertion(r *http.Request) string {
 	case !exp.After(now) || exp.Sub(now) > maxAssertionLife:
 		return fmt.Sprintf("client_assertion must expire within %s", maxAssertionLife)
 	}
-	if err := p.assertions.use(claims.Issuer+"\x00"+claims.JTI, exp, now); err != nil {
-		return err.Error()
+	// Single use across every process sharing the store (replicas), until the assertion expires.
+	switch err := p.store.UseClientAssertion(r.Context(), storage.HashSecret(claims.Issuer+"\x00"+claims.JTI), exp); {
+	case errors.Is(err, storage.ErrAlreadyUsed):
+		return "client_assertion was already used"
+	case err != nil:
+		p.log.ErrorContext(r.Context(), "client authentication: could not record the assertion's jti", "error", err)
+		return "the client_assertion could not be checked; try again"
 	}
 	return ""
-}
-
-// jtiCache remembers the jti of each accepted client assertion until the assertion expires.
-// It is per process: several replicas need it in shared storage.
-type jtiCache struct {
-	mu   sync.Mutex
-	seen map[string]time.Time
-}
-
-var errAssertionReplayed = errors.New("client_assertion was already used")
-
-func (c *jtiCache) use(key string, exp, now time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.seen == nil {
-		c.seen = make(map[string]time.Time)
-	}
-	if until, ok := c.seen[key]; ok && until.After(now) {
-		return errAssertionReplayed
-	}
-	for k, until := range c.seen { // amortised clean-up: entries live at most maxAssertionLife
-		if !until.After(now) {
-			delete(c.seen, k)
-		}
-	}
-	c.seen[key] = exp
-	return nil
 }

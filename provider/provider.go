@@ -108,7 +108,6 @@ type Provider struct {
 	metrics      *Metrics
 	rechecks     recheckGroup
 	clientKeys   jwksCache
-	assertions   jtiCache
 	authFailures failureLimiter
 	origins      originCache
 	// bg is the context of background work (back-channel deliveries); Close cancels it.

@@ -423,6 +423,11 @@ type Store interface {
 	PutUpstreamToken(ctx context.Context, t UpstreamToken) error
 	// DeleteUpstreamToken forgets the cached token (WeCom invalidated it); missing is not an error.
 	DeleteUpstreamToken(ctx context.Context, key string) error
+	// UseClientAssertion records that the client assertion id (its issuer and jti) was accepted,
+	// until expiresAt: ErrAlreadyUsed when it was, and has not expired since. Of concurrent uses
+	// of one id by any processes sharing the store exactly one succeeds (OIDC Core §9: a jti is
+	// single use, across every replica).
+	UseClientAssertion(ctx context.Context, id string, expiresAt time.Time) error
 	// ClaimUpstreamRefresh claims, until the given time, the right to fetch a new upstream token
 	// for key: true when no unexpired claim was held (the claim is now the caller's), false when
 	// one was. Of concurrent claims by any processes sharing the store exactly one gets true.

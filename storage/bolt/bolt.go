@@ -125,6 +125,7 @@ const (
 	bucketUsers           = record.KindUsers
 	bucketKeys            = record.KindKeys
 	bucketUpstream        = record.KindUpstream
+	bucketAssertions      = record.KindAssertions
 	bucketExpiry          = "expiry"
 	bucketMeta            = "meta"
 )
@@ -135,6 +136,7 @@ func allBuckets() []string {
 		bucketClients, bucketAuthRequests, bucketCodes, bucketARCodes, bucketLoginStates,
 		bucketAccessTokens, bucketRefreshTokens, bucketFamilies, bucketSessions, bucketUsers,
 		bucketKeys, bucketUpstream, bucketExpiry, bucketMeta, bucketARTokens, bucketSessionFamilies,
+		bucketAssertions,
 	}
 }
 
@@ -144,7 +146,8 @@ func allBuckets() []string {
 func expiringBucket(name string) bool {
 	switch name {
 	case bucketAuthRequests, bucketCodes, bucketLoginStates, bucketAccessTokens, bucketRefreshTokens,
-		bucketFamilies, bucketSessions, bucketUpstream, bucketARTokens, bucketSessionFamilies:
+		bucketFamilies, bucketSessions, bucketUpstream, bucketARTokens, bucketSessionFamilies,
+		bucketAssertions:
 		return true
 	}
 	return false

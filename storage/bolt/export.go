@@ -84,7 +84,7 @@ type ExportResult struct {
 // the etcd backend keeps its own way.
 func ExportKinds() []string {
 	return []string{
-		record.KindClients, record.KindUsers, record.KindKeys, record.KindUpstream,
+		record.KindClients, record.KindUsers, record.KindKeys, record.KindUpstream, record.KindAssertions,
 		record.KindAuthRequests, record.KindCodes, record.KindARCodes, record.KindLoginStates,
 		record.KindSessions, record.KindSessionFamilies, record.KindFamilies, record.KindRefreshTokens,
 		record.KindAccessTokens, record.KindARTokens,

@@ -234,6 +234,35 @@ func (s *Store) PutUpstreamToken(ctx context.Context, t storage.UpstreamToken) (
 	})
 }
 
+// UseClientAssertion: see storage.Store. The record is a link record (only its expiry), swept
+// once the assertion has expired.
+func (s *Store) UseClientAssertion(ctx context.Context, id string, expiresAt time.Time) (err error) {
+	defer wrap(&err, "use client assertion")
+	if id == "" {
+		return errors.New("empty assertion id")
+	}
+	raw, err := record.Encode(record.Link{ExpiresAt: expiresAt})
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	used := false
+	err = s.update(ctx, func(tx *bbolt.Tx) error {
+		held, ok, err := getJSON[record.Link](bkt(tx, bucketAssertions), []byte(id))
+		if err != nil {
+			return err
+		}
+		if used = ok && !record.Expired(held.ExpiresAt, now); used {
+			return nil // an answer, not a failure: the writes grouped with this one commit
+		}
+		return putExpiring(tx, bucketAssertions, []byte(id), raw, expiresAt)
+	})
+	if err == nil && used {
+		err = storage.ErrAlreadyUsed
+	}
+	return err
+}
+
 // upstreamClaimPrefix keys the refresh claims in the upstream bucket, beside the tokens.
 const upstreamClaimPrefix = "claim/"
 

@@ -351,6 +351,37 @@ func (s *Store) PutUpstreamToken(ctx context.Context, tok storage.UpstreamToken)
 	})
 }
 
+// UseClientAssertion: see storage.Store. The record is a link record with a lease, written in a
+// transaction guarded by the revision read: one use wins.
+func (s *Store) UseClientAssertion(ctx context.Context, id string, expiresAt time.Time) (err error) {
+	defer wrap(&err, "use client assertion")
+	if id == "" {
+		return errors.New("empty assertion id")
+	}
+	used := false
+	err = s.update(ctx, func(t *txn) error {
+		used = false
+		raw, ok, err := t.get(s.key(kindAssertions, id))
+		if err != nil {
+			return err
+		}
+		if ok {
+			held, err := record.Decode[record.Link](id, raw)
+			if err != nil {
+				return err
+			}
+			if used = !record.Expired(held.ExpiresAt, s.now()); used {
+				return nil
+			}
+		}
+		return t.putExpiring(kindAssertions, id, record.Link{ExpiresAt: expiresAt}, expiresAt)
+	})
+	if err == nil && used {
+		err = storage.ErrAlreadyUsed
+	}
+	return err
+}
+
 // upstreamClaimPrefix keys the refresh claims among the upstream tokens.
 const upstreamClaimPrefix = "claim/"
 

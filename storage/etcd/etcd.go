@@ -140,6 +140,7 @@ const (
 	kindUsers           = record.KindUsers
 	kindKeys            = record.KindKeys
 	kindUpstream        = record.KindUpstream
+	kindAssertions      = record.KindAssertions
 	kindExpiry          = "expiry"
 	kindMeta            = "meta"
 )
@@ -152,7 +153,8 @@ const metaSchema = "schema"
 func expiringKind(kind string) bool {
 	switch kind {
 	case kindAuthRequests, kindCodes, kindLoginStates, kindAccessTokens, kindRefreshTokens,
-		kindFamilies, kindSessions, kindUpstream, kindARCodes, kindARTokens, kindSessionFamilies:
+		kindFamilies, kindSessions, kindUpstream, kindARCodes, kindARTokens, kindSessionFamilies,
+		kindAssertions:
 		return true
 	}
 	return false

@@ -414,6 +414,32 @@ func keyCases() []testCase {
 func upstreamCases() []testCase {
 	const key = "ww0123456789/1000002"
 	return []testCase{
+		{"ClientAssertion/SingleUse", func(t *testing.T, e *env) {
+			for round := range raceRounds {
+				id := storage.HashSecret(fmt.Sprintf("issuer\x00jti-%d", round))
+				exp := e.clock.Now().Add(5 * time.Minute)
+				errs := race(16, func(int) error { return e.s.UseClientAssertion(e.ctx, id, exp) })
+				wins := 0
+				for i, err := range errs {
+					switch {
+					case err == nil:
+						wins++
+					case !errors.Is(err, storage.ErrAlreadyUsed):
+						t.Fatalf("round %d: use #%d: %v, want nil or ErrAlreadyUsed", round, i, err)
+					}
+				}
+				if wins != 1 {
+					t.Fatalf("round %d: %d uses accepted, want exactly 1", round, wins)
+				}
+			}
+			// Another id is independent; an expired use no longer counts.
+			a, b := storage.HashSecret("a"), storage.HashSecret("b")
+			noErr(t, e.s.UseClientAssertion(e.ctx, a, e.clock.Now().Add(time.Minute)), "use a")
+			noErr(t, e.s.UseClientAssertion(e.ctx, b, e.clock.Now().Add(time.Minute)), "use b")
+			isErr(t, e.s.UseClientAssertion(e.ctx, a, e.clock.Now().Add(time.Minute)), storage.ErrAlreadyUsed, "use a again")
+			e.clock.Advance(time.Minute)
+			noErr(t, e.s.UseClientAssertion(e.ctx, a, e.clock.Now().Add(time.Minute)), "use a after its expiry")
+		}},
 		{"Upstream/ClaimRefreshOneWinner", func(t *testing.T, e *env) {
 			for round := range raceRounds {
 				k := fmt.Sprintf("%s#%d", key, round)

@@ -36,6 +36,7 @@ const (
 	KindUsers           = "users"
 	KindKeys            = "keys"
 	KindUpstream        = "upstream_tokens"
+	KindAssertions      = "client_assertions"
 )
 
 // Code is the record of KindCodes, keyed by HashSecret(code). A redeemed code is kept, with Used
