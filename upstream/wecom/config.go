@@ -60,7 +60,8 @@ type Config struct {
 	// RedirectURL is our callback, e.g. https://sso.example.com/login/wecom/callback. Its host
 	// must be the app's trusted domain (可信域名) in the WeCom admin console.
 	RedirectURL string
-	// HTTPClient makes the API calls; nil means a client whose Timeout is Timeout.
+	// HTTPClient makes the API calls; nil means a client whose Timeout is Timeout, keeping up to
+	// 64 idle connections to WeCom (net/http's default of 2 reconnects for most concurrent logins).
 	HTTPClient *http.Client
 	// Timeout bounds each WeCom call (applied through the request context). Default 10s.
 	Timeout time.Duration
@@ -194,7 +195,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Sleep = sleep
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: c.Timeout}
+		c.HTTPClient = &http.Client{Timeout: c.Timeout, Transport: newTransport()}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -238,4 +239,17 @@ func isDigits(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// maxIdleConnsPerHost is how many idle connections to WeCom's API are kept: a login makes two or
+// three calls, and with net/http's default of two, concurrent logins open a new TLS connection
+// for most of them (and leave the old ones in TIME_WAIT).
+const maxIdleConnsPerHost = 64
+
+// newTransport is http.DefaultTransport's setup (proxy from the environment, timeouts) with more
+// idle connections per host.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = maxIdleConnsPerHost
+	return t
 }
