@@ -45,6 +45,7 @@ const faultTimeout = time.Second
 type faultOP struct {
 	t      *testing.T
 	sim    *wecomsim.Sim
+	conn   *wecom.Connector
 	p      *provider.Provider
 	issuer string
 	// closed is set once the test has closed the provider itself.
@@ -90,7 +91,7 @@ func newFaultOP(t *testing.T, clients ...storage.Client) *faultOP {
 		t.Fatal(err)
 	}
 	handler = p
-	op := &faultOP{t: t, sim: sim, p: p, issuer: opSrv.URL}
+	op := &faultOP{t: t, sim: sim, conn: conn, p: p, issuer: opSrv.URL}
 	t.Cleanup(func() {
 		if op.closed {
 			return
@@ -298,6 +299,7 @@ func TestWeComFaultsEndOnPageWithoutLeaks(t *testing.T) {
 			}
 			closeIdle := func() {
 				closeDefaultIdle()
+				op.conn.CloseIdleConnections()
 				for _, b := range browsers {
 					b.tr.CloseIdleConnections()
 				}
@@ -442,6 +444,7 @@ func TestBackchannelDeadReceiverNoLeak(t *testing.T) {
 	var browsers []*faultBrowser
 	closeIdle := func() {
 		closeDefaultIdle()
+		op.conn.CloseIdleConnections()
 		failing.CloseClientConnections()
 		for _, b := range browsers {
 			b.tr.CloseIdleConnections()

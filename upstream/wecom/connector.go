@@ -78,6 +78,9 @@ func InClient(userAgent string) bool {
 	return strings.Contains(strings.ToLower(userAgent), "wxwork")
 }
 
+// CloseIdleConnections closes the connections to WeCom kept for reuse (none is in use then).
+func (c *Connector) CloseIdleConnections() { c.cfg.HTTPClient.CloseIdleConnections() }
+
 // LoginURL returns WeCom's authorization page for the browser described by hints: the in-client
 // page inside the WeCom client, the web-login page elsewhere. state must be 1–128 ASCII letters or
 // digits, WeCom's rule.
