@@ -67,10 +67,11 @@ func newUpstreams(cfg *Config, issuer string, store storage.Store, metrics *prov
 // newProvider builds the OP over an open store.
 func newProvider(cfg *Config, issuer string, store storage.Store, keySet *keys.Set, ups []provider.Upstream, metrics *provider.Metrics, log *slog.Logger) (*provider.Provider, error) {
 	return provider.New(provider.Config{
-		Issuer:    issuer,
-		Store:     store,
-		Keys:      keySet,
-		Upstreams: ups,
+		TrustedProxies: cfg.HTTP.trustedProxies(),
+		Issuer:         issuer,
+		Store:          store,
+		Keys:           keySet,
+		Upstreams:      ups,
 		Claims: provider.ClaimsConfig{
 			SubjectTemplate: cfg.Claims.Subject,
 			EmailSources:    cfg.Claims.EmailSources,

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -69,6 +70,24 @@ type HTTPConfig struct {
 	IdleTimeout       time.Duration `koanf:"idle_timeout"`        // default 120s
 	// MaxConcurrentRequests sheds load: requests beyond it get 503 at once. Default 512.
 	MaxConcurrentRequests int `koanf:"max_concurrent_requests"`
+	// TrustedProxies are the addresses (CIDR prefixes) of the reverse proxies and load balancers
+	// whose X-Forwarded-For names the client, for the client-authentication failure limit.
+	// Default: 127.0.0.1/32 and ::1/128, a proxy on the same host.
+	TrustedProxies []string `koanf:"trusted_proxies"`
+}
+
+// trustedProxies parses TrustedProxies (validated); nil means the provider's default.
+func (h HTTPConfig) trustedProxies() []netip.Prefix {
+	if len(h.TrustedProxies) == 0 {
+		return nil
+	}
+	out := make([]netip.Prefix, 0, len(h.TrustedProxies))
+	for _, p := range h.TrustedProxies {
+		if pfx, err := netip.ParsePrefix(p); err == nil {
+			out = append(out, pfx.Masked())
+		}
+	}
+	return out
 }
 
 // AdminConfig is the management endpoint the CLI uses while the server runs.
@@ -765,6 +784,11 @@ func (c *Config) Validate(mode Mode) error {
 	}
 	if c.HTTP.MaxConcurrentRequests < 1 {
 		ps.add("http.max_concurrent_requests", "must be ≥ 1")
+	}
+	for i, p := range c.HTTP.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			ps.add(fmt.Sprintf("http.trusted_proxies[%d]", i), "must be an address prefix such as 10.0.0.0/8 or 192.0.2.7/32 (got %q)", p)
+		}
 	}
 	if c.Keys.Retention > 0 && c.Keys.Retention < c.Tokens.IDTokenTTL {
 		ps.add("keys.retention", "must be ≥ tokens.id_token_ttl (%s): tokens must verify until they expire", c.Tokens.IDTokenTTL)

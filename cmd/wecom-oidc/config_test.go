@@ -327,8 +327,8 @@ func TestConfigEnvKeys(t *testing.T) {
 			}
 		}
 	}
-	if len(names) != 51 {
-		t.Errorf("got %d environment keys, want 51 (update this test when adding a key): %q", len(names), names)
+	if len(names) != 52 {
+		t.Errorf("got %d environment keys, want 52 (update this test when adding a key): %q", len(names), names)
 	}
 }
 
@@ -1508,5 +1508,35 @@ func TestEffectiveUpstreams(t *testing.T) {
 	}
 	if c.Upstreams[0].Name != "" {
 		t.Error("EffectiveUpstreams changed the configuration")
+	}
+}
+
+// TestConfigTrustedProxies: http.trusted_proxies reaches the provider as prefixes; anything that
+// is not an address prefix is a problem named by its position.
+func TestConfigTrustedProxies(t *testing.T) {
+	t.Parallel()
+	c := mustLoadYAML(t, `
+http:
+  trusted_proxies: [10.0.0.0/8, "2001:db8::1/128"]
+`, nil)
+	got := c.HTTP.trustedProxies()
+	if len(got) != 2 || got[0].String() != "10.0.0.0/8" || got[1].String() != "2001:db8::1/128" {
+		t.Fatalf("trustedProxies = %v", got)
+	}
+	if def := mustLoadYAML(t, "", nil).HTTP.trustedProxies(); def != nil {
+		t.Fatalf("without the key: %v, want nil (the provider's loopback default)", def)
+	}
+	bad := mustLoadYAML(t, `
+http:
+  trusted_proxies: [10.0.0.0/8, 10.0.0.1, lb.example.com]
+`, nil)
+	err := bad.Validate(ModeDev)
+	for _, key := range []string{"http.trusted_proxies[1]", "http.trusted_proxies[2]"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("Validate: %v; want a problem at %s", err, key)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "http.trusted_proxies[0]") {
+		t.Errorf("Validate flags a valid prefix: %v", err)
 	}
 }
