@@ -80,6 +80,18 @@ type Rechecker interface {
 	Recheck(ctx context.Context, userID string) (Identity, error)
 }
 
+// PhoneSignIn is implemented by connectors whose login can run on a phone the person holds while
+// another device waits for it (the scan sign-in: a computer shows a QR code, the phone's app
+// signs the person in). It is the only way some upstreams disclose the full profile: WeCom gives
+// mobile and email only to its in-app authorization with consent.
+type PhoneSignIn interface {
+	// PhoneLoginURL returns the upstream's in-app authorization page asking for the full
+	// profile; its callback comes back to the connector's usual redirect URL with state.
+	PhoneLoginURL(state string, hints LoginHints) (string, error)
+	// InApp reports whether userAgent is the upstream's own app, where PhoneLoginURL works.
+	InApp(userAgent string) bool
+}
+
 // Error classes of upstream faults that are not a refusal, for errors.Is. Connectors wrap their
 // errors with one of them so the provider can tell the person and the operator what happened.
 var (

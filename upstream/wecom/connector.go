@@ -35,8 +35,9 @@ type Connector struct {
 }
 
 var (
-	_ upstream.Connector = (*Connector)(nil)
-	_ upstream.Rechecker = (*Connector)(nil)
+	_ upstream.Connector   = (*Connector)(nil)
+	_ upstream.Rechecker   = (*Connector)(nil)
+	_ upstream.PhoneSignIn = (*Connector)(nil)
 )
 
 // New validates cfg and returns a Connector. It makes no network calls.
@@ -88,31 +89,57 @@ func (c *Connector) LoginURL(state string, hints upstream.LoginHints) (string, e
 	if !validState(state) {
 		return "", errors.New("wecom: state must be 1 to 128 ASCII letters or digits")
 	}
+	if InClient(hints.UserAgent) {
+		return c.inClientURL(state, c.cfg.Scope), nil
+	}
+	return c.cfg.LoginBaseURL + "/wwlogin/sso/login?" + orderedQuery(
+		"login_type", "CorpApp",
+		"appid", c.cfg.CorpID,
+		"agentid", c.cfg.AgentID,
+		"redirect_uri", c.cfg.RedirectURL,
+		"state", state,
+		"lang", loginLang(hints.Lang),
+	), nil
+}
+
+// PhoneLoginURL returns the in-client authorization page with scope snsapi_privateinfo, whatever
+// Config.Scope says: the scan sign-in exists to bring the sensitive fields (mobile, email,
+// avatar) that only a user_ticket discloses, and the person consents on their phone.
+func (c *Connector) PhoneLoginURL(state string, _ upstream.LoginHints) (string, error) {
+	if !validState(state) {
+		return "", errors.New("wecom: state must be 1 to 128 ASCII letters or digits")
+	}
+	return c.inClientURL(state, ScopePrivateInfo), nil
+}
+
+// InApp reports whether userAgent is the WeCom client's built-in browser.
+func (c *Connector) InApp(userAgent string) bool { return InClient(userAgent) }
+
+// inClientURL is the in-client authorization page (connect/oauth2/authorize) with scope, its
+// parameters in the order WeCom documents.
+func (c *Connector) inClientURL(state, scope string) string {
+	return c.cfg.OAuthBaseURL + "/connect/oauth2/authorize?" + orderedQuery(
+		"appid", c.cfg.CorpID,
+		"redirect_uri", c.cfg.RedirectURL,
+		"response_type", "code",
+		"scope", scope,
+		"state", state,
+		"agentid", c.cfg.AgentID,
+	) + "#wechat_redirect"
+}
+
+// orderedQuery encodes key, value pairs in the order given (url.Values sorts by key).
+func orderedQuery(pairs ...string) string {
 	var b strings.Builder
-	param := func(k, v string) {
+	for i := 0; i+1 < len(pairs); i += 2 {
 		if b.Len() > 0 {
 			b.WriteByte('&')
 		}
-		b.WriteString(url.QueryEscape(k))
+		b.WriteString(url.QueryEscape(pairs[i]))
 		b.WriteByte('=')
-		b.WriteString(url.QueryEscape(v))
+		b.WriteString(url.QueryEscape(pairs[i+1]))
 	}
-	if InClient(hints.UserAgent) {
-		param("appid", c.cfg.CorpID)
-		param("redirect_uri", c.cfg.RedirectURL)
-		param("response_type", "code")
-		param("scope", c.cfg.Scope)
-		param("state", state)
-		param("agentid", c.cfg.AgentID)
-		return c.cfg.OAuthBaseURL + "/connect/oauth2/authorize?" + b.String() + "#wechat_redirect", nil
-	}
-	param("login_type", "CorpApp")
-	param("appid", c.cfg.CorpID)
-	param("agentid", c.cfg.AgentID)
-	param("redirect_uri", c.cfg.RedirectURL)
-	param("state", state)
-	param("lang", loginLang(hints.Lang))
-	return c.cfg.LoginBaseURL + "/wwlogin/sso/login?" + b.String(), nil
+	return b.String()
 }
 
 func validState(s string) bool {

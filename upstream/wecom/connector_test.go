@@ -801,3 +801,35 @@ func TestTokenRefreshOnceAcrossProcesses(t *testing.T) {
 		t.Errorf("%d refresh claims, want one per process that found no token", store.claims)
 	}
 }
+
+// The scan sign-in's phone page asks for the full profile whatever the in-client door's
+// configured scope: the sensitive fields are what it is for.
+func TestPhoneLoginURL(t *testing.T) {
+	e := MustEnv(t, nil, nil)
+	c := e.MustConnector(t, func(cfg *wecom.Config) { cfg.Scope = wecom.ScopeBase })
+	state := "AbcXYZ0123456789AbcXYZ0123456789"
+	raw, err := c.PhoneLoginURL(state, upstream.LoginHints{UserAgent: uaBrowser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := u.Scheme + "://" + u.Host + u.Path; got != e.srv.URL+"/connect/oauth2/authorize" || u.Fragment != "wechat_redirect" {
+		t.Errorf("URL %s, want the in-client authorization page", raw)
+	}
+	if got := u.Query().Get("scope"); got != wecom.ScopePrivateInfo {
+		t.Errorf("scope %q, want %s", got, wecom.ScopePrivateInfo)
+	}
+	if got, _ := c.LoginURL(state, upstream.LoginHints{UserAgent: uaClient}); !strings.Contains(got, "scope="+wecom.ScopeBase) {
+		t.Errorf("the in-client door lost its configured scope: %s", got)
+	}
+	if _, err := c.PhoneLoginURL("bad state!", upstream.LoginHints{}); err == nil {
+		t.Error("a malformed state was accepted")
+	}
+	if !c.InApp(uaClient) || c.InApp(uaBrowser) {
+		t.Errorf("InApp(%q)=%v, InApp(%q)=%v", uaClient, c.InApp(uaClient), uaBrowser, c.InApp(uaBrowser))
+	}
+	assertSimAccepts(t, raw)
+}
