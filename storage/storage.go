@@ -80,6 +80,9 @@ type Client struct {
 	// Groups chooses what the `groups` claim holds for this client, in order: "names"
 	// (department names, the default when empty), "ids", "paths" (研发中心/平台组), "tags".
 	Groups []string `json:"groups,omitempty"`
+	// DeviceFlow lets the client use the device authorization grant (RFC 8628): command-line
+	// tools and devices without a browser. Off unless the operator turns it on.
+	DeviceFlow bool `json:"device_flow,omitempty"`
 	// Source is "config" for clients reconciled from the config file, "cli" for the others.
 	Source    string    `json:"source"`
 	CreatedAt time.Time `json:"created_at"`
@@ -147,12 +150,66 @@ type Completion struct {
 
 // LoginState is the value wecom-oidc sends to WeCom as `state` ([A-Za-z0-9]{32}), mapped to the
 // auth request it continues and the browser that started it. Single use; ten-minute lifetime.
+//
+// A state continues exactly one of: an auth request (AuthRequestID); a scan sign-in, on the phone
+// that scanned the code (ScanHandleHash, with the AuthRequestID of the computer's request); or
+// the verification of a device authorization (DeviceUserCode, no AuthRequestID).
 type LoginState struct {
 	State         string    `json:"state"`
-	AuthRequestID string    `json:"auth_request_id"`
+	AuthRequestID string    `json:"auth_request_id,omitempty"`
 	Upstream      string    `json:"upstream,omitempty"` // the upstream the person was sent to
 	BrowserHash   string    `json:"browser_hash"`
 	ExpiresAt     time.Time `json:"expires_at"`
+	// ScanHandleHash names the ScanLogin this login on a phone completes.
+	ScanHandleHash string `json:"scan_handle_hash,omitempty"`
+	// DeviceUserCode names the DeviceAuthorization the person is signing in to approve.
+	DeviceUserCode string `json:"device_user_code,omitempty"`
+}
+
+// ScanLogin is a sign-in shown on one device as a QR code and authenticated on another — a phone
+// with the WeCom app — keyed by HashSecret of the handle in the code's link. The provider moves
+// its Status along (pending, confirmed, approved, finished; or denied, failed); the Store only
+// keeps it. Lifetime: a few minutes (the caller sets ExpiresAt).
+type ScanLogin struct {
+	HandleHash    string `json:"handle_hash"`
+	AuthRequestID string `json:"auth_request_id"` // the computer's auth request
+	Upstream      string `json:"upstream,omitempty"`
+	// DesktopBrowserHash is the browser showing the code; PhoneBrowserHash the first browser that
+	// opened its link (set once, by the provider).
+	DesktopBrowserHash string `json:"desktop_browser_hash"`
+	PhoneBrowserHash   string `json:"phone_browser_hash,omitempty"`
+	Status             string `json:"status"`
+	// Reason says why a denied or failed sign-in ended (a key of the provider's messages).
+	Reason string `json:"reason,omitempty"`
+	// Who signed in on the phone, once approved.
+	Subject   string    `json:"subject,omitempty"`
+	AuthTime  time.Time `json:"auth_time,omitempty"`
+	AMR       []string  `json:"amr,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// DeviceAuthorization is one OAuth device authorization (RFC 8628), keyed by HashSecret of its
+// device code, and findable by its user code while it lives. The provider moves its Status along
+// (pending, approved, issued; or denied); the Store only keeps it. Lifetime: minutes (the caller
+// sets ExpiresAt).
+type DeviceAuthorization struct {
+	DeviceCodeHash string `json:"device_code_hash"`
+	// UserCode is the code the person types, in its canonical form (e.g. "BCDF-GHJK"); no two
+	// live authorizations share one.
+	UserCode string   `json:"user_code"`
+	ClientID string   `json:"client_id"`
+	Scopes   []string `json:"scopes"`
+	Status   string   `json:"status"`
+	// Interval is the least time between two polls, in seconds; LastPolledAt the latest poll.
+	Interval     int64     `json:"interval"`
+	LastPolledAt time.Time `json:"last_polled_at,omitempty"`
+	// Who approved it, once approved.
+	Subject   string    `json:"subject,omitempty"`
+	AuthTime  time.Time `json:"auth_time,omitempty"`
+	AMR       []string  `json:"amr,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // AccessToken is the record behind an opaque access token. The token string itself is made by
@@ -281,11 +338,14 @@ type GCResult struct {
 	AccessTokens  int
 	RefreshTokens int
 	Sessions      int
+	ScanLogins    int
+	DeviceAuths   int
 }
 
 // Total is the number of records removed.
 func (r GCResult) Total() int {
-	return r.AuthRequests + r.Codes + r.LoginStates + r.AccessTokens + r.RefreshTokens + r.Sessions
+	return r.AuthRequests + r.Codes + r.LoginStates + r.AccessTokens + r.RefreshTokens + r.Sessions +
+		r.ScanLogins + r.DeviceAuths
 }
 
 // Store is the persistence boundary. Implementations are safe for concurrent use.
@@ -341,6 +401,23 @@ type Store interface {
 	// ConsumeLoginState returns the state and deletes it in one atomic step: exactly one caller
 	// wins; every other gets ErrNotFound (unknown, expired or already consumed).
 	ConsumeLoginState(ctx context.Context, state string) (LoginState, error)
+
+	// Cross-device sign-in: scan sign-ins and device authorizations. Their Update methods apply
+	// fn to the live record and store the result in one atomic step, and return it: of
+	// concurrent updates each sees the result of the ones before it. fn may run more than once;
+	// when it returns an error nothing is written and the error is returned (wrapped). The key
+	// (and a device authorization's UserCode) cannot be changed. ErrNotFound: unknown or expired.
+
+	// CreateScanLogin fails with ErrAlreadyExists when the handle is taken.
+	CreateScanLogin(ctx context.Context, s ScanLogin) error
+	GetScanLogin(ctx context.Context, handleHash string) (ScanLogin, error)
+	UpdateScanLogin(ctx context.Context, handleHash string, fn func(*ScanLogin) error) (ScanLogin, error)
+	// CreateDeviceAuthorization fails with ErrAlreadyExists when the device code, or the user code
+	// of an unexpired authorization, is taken (an expired one's user code is free again).
+	CreateDeviceAuthorization(ctx context.Context, d DeviceAuthorization) error
+	GetDeviceAuthorization(ctx context.Context, deviceCodeHash string) (DeviceAuthorization, error)
+	GetDeviceAuthorizationByUserCode(ctx context.Context, userCode string) (DeviceAuthorization, error)
+	UpdateDeviceAuthorization(ctx context.Context, deviceCodeHash string, fn func(*DeviceAuthorization) error) (DeviceAuthorization, error)
 
 	// Tokens.
 
@@ -443,7 +520,8 @@ type Store interface {
 	// Health reports whether the store can serve reads.
 	Health(ctx context.Context) error
 	// Stats counts the live (unexpired) records of each kind, for metrics: keys "clients",
-	// "users", "sessions", "auth_requests", "access_tokens", "refresh_tokens", "keys".
+	// "users", "sessions", "auth_requests", "access_tokens", "refresh_tokens", "keys",
+	// "scan_logins", "device_authorizations".
 	Stats(ctx context.Context) (map[string]int, error)
 	// Backup writes a consistent copy of the whole store to w while the store keeps serving
 	// reads and writes, and returns the bytes written. Every write acknowledged before Backup was

@@ -22,6 +22,11 @@
 //	users             subject            → storage.User
 //	keys              key id             → storage.KeyRecord
 //	upstream_tokens   "corp_id/agent_id" → storage.UpstreamToken
+//	client_assertions assertion id       → {expires}; a private_key_jwt assertion already used
+//	scan_logins       handle hash        → storage.ScanLogin
+//	device_authorizations device code hash → storage.DeviceAuthorization
+//	device_user_codes user code          → {device code hash, expires}; finds an authorization
+//	                                       by its user code
 //	expiry            be64(unix ns) ‖ bucket name ‖ 0x00 ‖ key → (empty)
 //	meta              "schema"           → schema version
 //
@@ -29,6 +34,12 @@
 // the entry of the record it replaces), so DeleteExpired walks the index from its start up to
 // "now" and costs what it deletes, not the size of the database. Revoking a refresh family is a
 // single write to its family record, which every refresh- and access-token lookup consults.
+//
+// The user-code index device_user_codes names the device authorization that last took each
+// code and expires with it: CreateDeviceAuthorization writes it (over the entry of an expired
+// authorization, whose code is free again), and an update that moves the authorization's expiry
+// moves the entry's. It is swept by its own index entry; the sweep of an authorization never
+// touches it, since by then the code may belong to another one.
 //
 // The link buckets auth_request_tokens and session_families are indexes written by CreateTokens:
 // what ConsumeCode revokes on a replayed code, and what EndSession revokes. Their entries expire
@@ -44,7 +55,8 @@
 // bbolt has one writer at a time and serialisable transactions, so every read-check-write the
 // storage contract asks to be atomic (ConsumeCode, ConsumeLoginState, UpdateAuthRequest,
 // RotateRefreshToken, the reuse detection in GetRefreshToken, AddSessionClient, EndSession,
-// UpdateUser, RevokeUserTokens) runs inside one write transaction. Writes are group-committed
+// UpdateUser, RevokeUserTokens, UpdateScanLogin, CreateDeviceAuthorization,
+// UpdateDeviceAuthorization) runs inside one write transaction. Writes are group-committed
 // (writer.go): the writes that arrive while a commit is in progress share the next transaction
 // and its fsyncs, so a write never waits for more than the commit in progress and its own, and
 // the disk's fsync rate does not cap the logins per second. A write's function may therefore run
@@ -126,17 +138,24 @@ const (
 	bucketKeys            = record.KindKeys
 	bucketUpstream        = record.KindUpstream
 	bucketAssertions      = record.KindAssertions
+	bucketScanLogins      = record.KindScanLogins
+	bucketDeviceAuths     = record.KindDeviceAuths
+	bucketDeviceUserCodes = record.KindDeviceUserCodes
 	bucketExpiry          = "expiry"
 	bucketMeta            = "meta"
 )
 
-// allBuckets lists every bucket Open creates.
+// allBuckets lists every bucket Open creates. A database written before a bucket was added gains
+// it at its next Open, under the same schema version: a new kind is an addition that older
+// builds do not read. (An older build that opens the file again leaves the new records alone,
+// but its sweep drops their expiry index entries, so they stay in the file, invisible to the
+// getters, past their expiry; its export refuses the file rather than leave them behind.)
 func allBuckets() []string {
 	return []string{
 		bucketClients, bucketAuthRequests, bucketCodes, bucketARCodes, bucketLoginStates,
 		bucketAccessTokens, bucketRefreshTokens, bucketFamilies, bucketSessions, bucketUsers,
 		bucketKeys, bucketUpstream, bucketExpiry, bucketMeta, bucketARTokens, bucketSessionFamilies,
-		bucketAssertions,
+		bucketAssertions, bucketScanLogins, bucketDeviceAuths, bucketDeviceUserCodes,
 	}
 }
 
@@ -147,7 +166,7 @@ func expiringBucket(name string) bool {
 	switch name {
 	case bucketAuthRequests, bucketCodes, bucketLoginStates, bucketAccessTokens, bucketRefreshTokens,
 		bucketFamilies, bucketSessions, bucketUpstream, bucketARTokens, bucketSessionFamilies,
-		bucketAssertions:
+		bucketAssertions, bucketScanLogins, bucketDeviceAuths, bucketDeviceUserCodes:
 		return true
 	}
 	return false

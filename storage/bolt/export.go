@@ -86,6 +86,7 @@ func ExportKinds() []string {
 	return []string{
 		record.KindClients, record.KindUsers, record.KindKeys, record.KindUpstream, record.KindAssertions,
 		record.KindAuthRequests, record.KindCodes, record.KindARCodes, record.KindLoginStates,
+		record.KindScanLogins, record.KindDeviceAuths, record.KindDeviceUserCodes,
 		record.KindSessions, record.KindSessionFamilies, record.KindFamilies, record.KindRefreshTokens,
 		record.KindAccessTokens, record.KindARTokens,
 	}

@@ -27,9 +27,11 @@ import (
 // exportScript writes, through the Store API, a record of every kind the flows leave behind,
 // with the revocation state a migration must carry: a replayed code (its tokens revoked, the
 // request marked), a rotated refresh token, a pending code, a session signed in to two clients
-// and linked to two families, loose access tokens (one revoked). Everything expires after
-// t0+2m but for the auth request ar4 and its code, and the session sess3, which expire at t0+1m
-// (sess3's family lives on).
+// and linked to two families, loose access tokens (one revoked), a scan sign-in moved along, a
+// device authorization approved with its expiry moved (and its user code's index entry with
+// it). Everything expires after t0+2m but for the auth request ar4 and its code, the session
+// sess3 and the device authorization dev2 with its user code, which expire at t0+1m (sess3's
+// family lives on).
 func exportScript(tb testing.TB, s storage.Store, t0 time.Time) {
 	tb.Helper()
 	ctx := context.Background()
@@ -106,6 +108,27 @@ func exportScript(tb testing.TB, s storage.Store, t0 time.Time) {
 	must(s.CreateTokens(ctx, access("at5", "", ""), nil))
 	must(s.CreateTokens(ctx, access("at6", "", ""), nil))
 	must(s.RevokeAccessToken(ctx, "at6"))
+
+	// Cross-device sign-ins.
+	must(s.CreateScanLogin(ctx, storage.ScanLogin{HandleHash: storage.HashSecret("handle-1"), AuthRequestID: "ar3",
+		DesktopBrowserHash: storage.HashSecret("browser"), Status: "pending", CreatedAt: t0, ExpiresAt: t0.Add(5 * time.Minute)}))
+	_, err = s.UpdateScanLogin(ctx, storage.HashSecret("handle-1"), func(sl *storage.ScanLogin) error {
+		sl.Status, sl.PhoneBrowserHash = "confirmed", storage.HashSecret("phone")
+		return nil
+	})
+	must(err)
+	device := func(name, userCode string, exp time.Duration) storage.DeviceAuthorization {
+		return storage.DeviceAuthorization{DeviceCodeHash: storage.HashSecret(name), UserCode: userCode, ClientID: "spa",
+			Scopes: []string{"openid", "offline_access"}, Status: "pending", Interval: 5, CreatedAt: t0, ExpiresAt: t0.Add(exp)}
+	}
+	must(s.CreateDeviceAuthorization(ctx, device("dev1", "BCDF-GHJK", 10*time.Minute)))
+	_, err = s.UpdateDeviceAuthorization(ctx, storage.HashSecret("dev1"), func(d *storage.DeviceAuthorization) error {
+		d.Status, d.Subject, d.AuthTime, d.AMR = "approved", "sub-1", t0, []string{"wecom"}
+		d.ExpiresAt = t0.Add(15 * time.Minute)
+		return nil
+	})
+	must(err)
+	must(s.CreateDeviceAuthorization(ctx, device("dev2", "LMNP-QRST", time.Minute)))
 }
 
 // readCopy parses a copy in the etcd backup format into its keys and values; the schema key
@@ -290,6 +313,19 @@ func TestExportEtcdMatchesEtcd(t *testing.T) {
 	if err != nil || !slices.Equal(sess.Clients, []string{"app", "spa"}) {
 		t.Errorf("EndSession: %+v, %v", sess, err)
 	}
+	// The cross-device records, and the user-code index, came along.
+	if sl, err := r.GetScanLogin(ctx, storage.HashSecret("handle-1")); err != nil || sl.Status != "confirmed" {
+		t.Errorf("GetScanLogin: %+v, %v", sl, err)
+	}
+	dev1, err := r.GetDeviceAuthorizationByUserCode(ctx, "BCDF-GHJK")
+	if err != nil || dev1.DeviceCodeHash != storage.HashSecret("dev1") || dev1.Status != "approved" || !dev1.ExpiresAt.Equal(t0.Add(15*time.Minute)) {
+		t.Errorf("GetDeviceAuthorizationByUserCode: %+v, %v", dev1, err)
+	}
+	err = r.CreateDeviceAuthorization(ctx, storage.DeviceAuthorization{DeviceCodeHash: storage.HashSecret("dev3"), UserCode: "BCDF-GHJK",
+		ClientID: "spa", ExpiresAt: t0.Add(time.Hour)})
+	if !errors.Is(err, storage.ErrAlreadyExists) {
+		t.Errorf("CreateDeviceAuthorization with dev1's user code: %v, want ErrAlreadyExists", err)
+	}
 }
 
 // TestExportEtcdLeavesOut checks what an export leaves out once records have expired, that the
@@ -322,7 +358,8 @@ func TestExportEtcdLeavesOut(t *testing.T) {
 		t.Error("the export changed the database file")
 	}
 	kvs := readCopy(t, raw)
-	wantLeftOut := map[string]int{"auth_requests": 1, "codes": 1, "auth_request_codes": 1, "sessions": 1, "session_families": 1}
+	wantLeftOut := map[string]int{"auth_requests": 1, "codes": 1, "auth_request_codes": 1, "sessions": 1, "session_families": 1,
+		"device_authorizations": 1, "device_user_codes": 1} // dev2 and its code
 	if !reflect.DeepEqual(res.LeftOut, wantLeftOut) {
 		t.Errorf("LeftOut = %v, want %v", res.LeftOut, wantLeftOut)
 	}
@@ -334,13 +371,15 @@ func TestExportEtcdLeavesOut(t *testing.T) {
 		"sessions":           1, // sess1
 		"session_families":   2, // sess1 → fam1, fam2
 		"refresh_families":   3, "refresh_tokens": 4, "access_tokens": 6,
-		"auth_request_tokens": 5, // ar1: a, f, x; ar2: a, f
+		"auth_request_tokens":   5, // ar1: a, f, x; ar2: a, f
+		"scan_logins":           1,
+		"device_authorizations": 1, "device_user_codes": 1, // dev1 and its code
 	}
 	if !reflect.DeepEqual(res.Moved, wantMoved) {
 		t.Errorf("Moved = %v, want %v", res.Moved, wantMoved)
 	}
 	for k := range kvs {
-		for _, gone := range []string{"ar4", storage.HashSecret("c4"), storage.HashSecret("session-3")} {
+		for _, gone := range []string{"ar4", storage.HashSecret("c4"), storage.HashSecret("session-3"), storage.HashSecret("dev2"), "LMNP-QRST"} {
 			if strings.Contains(k, gone) {
 				t.Errorf("expired %s exported as %q", gone, k)
 			}

@@ -201,6 +201,8 @@ func TestSchema1Fixture(t *testing.T) {
 		"clients": 2, "users": 2, "keys": 1, "sessions": 3, "auth_requests": 1,
 		"access_tokens":  3, // at2, at3, at4; at1 (family revoked) and at5 (revoked) not
 		"refresh_tokens": 1, // rt3; rt1's family is revoked, rt2 is rotated
+		// Kinds added after the fixture was written: their buckets are created at Open.
+		"scan_logins": 0, "device_authorizations": 0,
 	}
 	if !reflect.DeepEqual(stats, wantStats) {
 		t.Errorf("Stats = %v, want %v", stats, wantStats)
@@ -283,6 +285,18 @@ func TestSchema1Fixture(t *testing.T) {
 	if _, err := s.GetAccessToken(ctx, "at4"); !errors.Is(err, storage.ErrRevoked) {
 		t.Errorf("GetAccessToken(at4) after RevokeUserTokens = %v, want ErrRevoked", err)
 	}
+	// The kinds added since the fixture was written work in it: Open created their buckets.
+	exp := clock.Now().Add(10 * time.Minute)
+	if err := s.CreateScanLogin(ctx, storage.ScanLogin{HandleHash: "h1", AuthRequestID: "ar3", Status: "pending", ExpiresAt: exp}); err != nil {
+		t.Errorf("CreateScanLogin: %v", err)
+	}
+	if err := s.CreateDeviceAuthorization(ctx, storage.DeviceAuthorization{DeviceCodeHash: "d1", UserCode: "BCDF-GHJK", ClientID: "spa",
+		Status: "pending", ExpiresAt: exp}); err != nil {
+		t.Errorf("CreateDeviceAuthorization: %v", err)
+	}
+	if d, err := s.GetDeviceAuthorizationByUserCode(ctx, "BCDF-GHJK"); err != nil || d.DeviceCodeHash != "d1" {
+		t.Errorf("GetDeviceAuthorizationByUserCode = %+v, %v", d, err)
+	}
 	checkIndex(t, s)
 	checkLinks(t, s)
 
@@ -292,9 +306,10 @@ func TestSchema1Fixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// ar3; c1, c2, c3; at1-at5 and at8; rt1-rt4; sess2, sess3 (sess1 was ended). The login state
-	// was consumed.
-	wantRes := storage.GCResult{AuthRequests: 1, Codes: 3, LoginStates: 0, AccessTokens: 6, RefreshTokens: 4, Sessions: 2}
+	// ar3; c1, c2, c3; at1-at5 and at8; rt1-rt4; sess2, sess3 (sess1 was ended); h1; d1. The
+	// login state was consumed.
+	wantRes := storage.GCResult{AuthRequests: 1, Codes: 3, LoginStates: 0, AccessTokens: 6, RefreshTokens: 4, Sessions: 2,
+		ScanLogins: 1, DeviceAuths: 1}
 	if res != wantRes {
 		t.Errorf("DeleteExpired = %+v, want %+v", res, wantRes)
 	}

@@ -26,8 +26,18 @@
 //	users/<subject>                   storage.User
 //	keys/<kid>                        storage.KeyRecord
 //	upstream_tokens/<corp/agent>      storage.UpstreamToken
+//	client_assertions/<id>            {expires}; a private_key_jwt assertion already used
+//	scan_logins/<handle hash>         storage.ScanLogin
+//	device_authorizations/<hash>      storage.DeviceAuthorization
+//	device_user_codes/<user code>     {device code hash, expires}; finds an authorization by its
+//	                                  user code
 //	expiry/<16 hex digits>/<kind>/<key>  (empty); the expiry index, by ExpiresAt in Unix ns
 //	meta/schema                       schema version
+//
+// The user-code index device_user_codes names the device authorization that last took each code
+// and expires with it: CreateDeviceAuthorization writes it, guarded, over the entry of an expired
+// authorization (whose code is free again), and an update that moves the authorization's expiry
+// moves the entry's, lease included. It is swept by its own index entry.
 //
 // In the link keys, <ar> and <session> are path-escaped (url.PathEscape), so that one id is never
 // a prefix of another's keys; the last component of every key is kept as is, so that a range
@@ -42,10 +52,11 @@
 // When another replica wrote in between, the Txn fails and the whole read-modify-write runs
 // again from fresh reads. This is what makes ConsumeCode, ConsumeLoginState, CompleteAuthRequest,
 // RotateRefreshToken and the reuse detection, UpdateAuthRequest, UpdateUser, AddSessionClient,
-// EndSession and the sweep exactly-once across replicas. Two consequences callers may notice: the functions passed
-// to UpdateAuthRequest and UpdateUser run once per attempt (each time on a fresh copy, and only
-// the last run's result is stored), and a transaction that keeps losing gives up after
-// maxAttempts.
+// EndSession, UpdateScanLogin, CreateDeviceAuthorization and UpdateDeviceAuthorization, and the
+// sweep exactly-once across replicas. Two consequences callers may notice: the functions passed
+// to UpdateAuthRequest, UpdateUser and the cross-device Update methods run once per attempt
+// (each time on a fresh copy, and only the last run's result is stored), and a transaction that
+// keeps losing gives up after maxAttempts.
 //
 // etcd refuses a transaction of more than 128 operations (its --max-txn-ops default). The
 // revocations that fan out — a replayed code's tokens, a session's families, a user's tokens —
@@ -141,6 +152,9 @@ const (
 	kindKeys            = record.KindKeys
 	kindUpstream        = record.KindUpstream
 	kindAssertions      = record.KindAssertions
+	kindScanLogins      = record.KindScanLogins
+	kindDeviceAuths     = record.KindDeviceAuths
+	kindDeviceUserCodes = record.KindDeviceUserCodes
 	kindExpiry          = "expiry"
 	kindMeta            = "meta"
 )
@@ -154,7 +168,7 @@ func expiringKind(kind string) bool {
 	switch kind {
 	case kindAuthRequests, kindCodes, kindLoginStates, kindAccessTokens, kindRefreshTokens,
 		kindFamilies, kindSessions, kindUpstream, kindARCodes, kindARTokens, kindSessionFamilies,
-		kindAssertions:
+		kindAssertions, kindScanLogins, kindDeviceAuths, kindDeviceUserCodes:
 		return true
 	}
 	return false

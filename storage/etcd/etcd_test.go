@@ -841,3 +841,122 @@ func TestWatchKeysSeesOtherReplicasKeys(t *testing.T) {
 		}
 	}
 }
+
+// --- cross-device records ---
+
+// TestReplicasTakeAUserCodeOnce races creates of device authorizations sharing one user code on
+// two replicas, first for a fresh code and then for the code of an expired authorization: each
+// time exactly one wins, and the code leads to it from either replica.
+func TestReplicasTakeAUserCodeOnce(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx := t.Context()
+	const goroutines = 16
+	for round := range 3 {
+		now := clock.Now()
+		candidate := func(i int) storage.DeviceAuthorization {
+			return storage.DeviceAuthorization{DeviceCodeHash: storage.HashSecret(fmt.Sprintf("device-%d-%d", round, i)), UserCode: "BCDF-GHJK",
+				ClientID: "cli", Status: "pending", CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+		}
+		errs := raceReplicas(goroutines, a, b, func(s *Store, i int) error { return s.CreateDeviceAuthorization(ctx, candidate(i)) })
+		ok, taken, other := tally(errs, storage.ErrAlreadyExists)
+		if ok != 1 || taken != goroutines-1 || len(other) != 0 {
+			t.Fatalf("round %d: %d winners, %d ErrAlreadyExists, other %v; want 1, %d, none", round, ok, taken, other, goroutines-1)
+		}
+		winner := candidate(slices.IndexFunc(errs, func(err error) bool { return err == nil }))
+		for _, s := range []*Store{a, b} {
+			if got, err := s.GetDeviceAuthorizationByUserCode(ctx, "BCDF-GHJK"); err != nil || got.DeviceCodeHash != winner.DeviceCodeHash {
+				t.Fatalf("round %d: the user code leads to %q (%v), want the winner %q", round, got.DeviceCodeHash, err, winner.DeviceCodeHash)
+			}
+		}
+		clock.Advance(time.Minute) // the winner expires: its code is free for the next round
+	}
+}
+
+// TestReplicasUpdateDeviceAuthorizationLosesNothing increments a device authorization's interval
+// from both replicas at once: every increment lands.
+func TestReplicasUpdateDeviceAuthorizationLosesNothing(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	a, b := mustReplicas(t, clock)
+	ctx := t.Context()
+	d := storage.DeviceAuthorization{DeviceCodeHash: storage.HashSecret("device"), UserCode: "BCDF-GHJK", ClientID: "cli",
+		Status: "pending", ExpiresAt: clock.Now().Add(time.Minute)}
+	if err := a.CreateDeviceAuthorization(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	const goroutines = 16
+	errs := raceReplicas(goroutines, a, b, func(s *Store, _ int) error {
+		_, err := s.UpdateDeviceAuthorization(ctx, d.DeviceCodeHash, func(d *storage.DeviceAuthorization) error { d.Interval++; return nil })
+		return err
+	})
+	if ok, _, other := tally(errs, nil); ok != goroutines {
+		t.Fatalf("%d updates succeeded, want %d (errors %v)", ok, goroutines, other)
+	}
+	if got, err := b.GetDeviceAuthorization(ctx, d.DeviceCodeHash); err != nil || got.Interval != goroutines {
+		t.Fatalf("Interval after %d increments: %d (%v)", goroutines, got.Interval, err)
+	}
+}
+
+// TestDeviceAuthorizationExpiryMovesLeases checks that an update moving a device authorization's
+// expiry moves the lease and the index entry of the record and of its user code's index entry
+// together, and that an update keeping it keeps both leases.
+func TestDeviceAuthorizationExpiryMovesLeases(t *testing.T) {
+	clock := storagetest.NewClock(storagetest.Start())
+	s := mustOpen(t, Config{Now: clock.Now})
+	ctx := t.Context()
+	exp := clock.Now().Add(time.Hour)
+	d := storage.DeviceAuthorization{DeviceCodeHash: storage.HashSecret("device"), UserCode: "BCDF-GHJK", ClientID: "cli",
+		Status: "pending", ExpiresAt: exp}
+	if err := s.CreateDeviceAuthorization(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{
+		s.key(kindDeviceAuths, d.DeviceCodeHash), s.key(kindDeviceUserCodes, d.UserCode),
+		s.key(kindExpiry, indexID(exp, kindDeviceAuths, d.DeviceCodeHash)), s.key(kindExpiry, indexID(exp, kindDeviceUserCodes, d.UserCode)),
+	}
+	first, _ := mustLease(t, keys[0])
+	for _, k := range keys[1:] {
+		if id, _ := mustLease(t, k); first == 0 || id != first {
+			t.Fatalf("%s has lease %x, the record %x: one expiry, one lease", k, id, first)
+		}
+	}
+
+	// Keeping the expiry keeps the leases.
+	if _, err := s.UpdateDeviceAuthorization(ctx, d.DeviceCodeHash, func(d *storage.DeviceAuthorization) error { d.Status = "approved"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if id, _ := mustLease(t, k); id != first {
+			t.Fatalf("an update keeping the expiry moved %s to lease %x from %x", k, id, first)
+		}
+	}
+
+	later := exp.Add(24 * time.Hour)
+	if _, err := s.UpdateDeviceAuthorization(ctx, d.DeviceCodeHash, func(d *storage.DeviceAuthorization) error { d.ExpiresAt = later; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	moved, ttl := mustLease(t, keys[0])
+	if moved == first || ttl < int64((25*time.Hour).Seconds()) {
+		t.Fatalf("after extending the expiry by a day: lease %x (was %x), TTL %ds", moved, first, ttl)
+	}
+	for _, k := range []string{
+		s.key(kindDeviceUserCodes, d.UserCode),
+		s.key(kindExpiry, indexID(later, kindDeviceAuths, d.DeviceCodeHash)), s.key(kindExpiry, indexID(later, kindDeviceUserCodes, d.UserCode)),
+	} {
+		if id, _ := mustLease(t, k); id != moved {
+			t.Fatalf("%s has lease %x, the moved record %x", k, id, moved)
+		}
+	}
+	for _, k := range keys[2:] {
+		if resp, err := server.admin.Get(ctx, k); err != nil || len(resp.Kvs) != 0 {
+			t.Fatalf("old index entry %s still there (%v)", k, err)
+		}
+	}
+	raw, ok, err := s.get(ctx, s.key(kindDeviceUserCodes, d.UserCode))
+	if err != nil || !ok {
+		t.Fatalf("user code entry: %v, present %v", err, ok)
+	}
+	if entry, err := record.Decode[record.UserCode]("", raw); err != nil || !entry.ExpiresAt.Equal(later) || entry.DeviceCodeHash != d.DeviceCodeHash {
+		t.Fatalf("user code entry %+v (%v), want %q until %v", entry, err, d.DeviceCodeHash, later)
+	}
+}

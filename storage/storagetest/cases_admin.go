@@ -224,7 +224,8 @@ func revokeUserCases() []testCase {
 }
 
 // statKinds are the keys Stats reports.
-var statKinds = []string{"clients", "users", "sessions", "auth_requests", "access_tokens", "refresh_tokens", "keys"}
+var statKinds = []string{"clients", "users", "sessions", "auth_requests", "access_tokens", "refresh_tokens", "keys",
+	"scan_logins", "device_authorizations"}
 
 // stats builds a Stats result from counts in statKinds order.
 func stats(counts ...int) map[string]int {
@@ -240,14 +241,14 @@ func statsCases() []testCase {
 		{"Stats/Counts", func(t *testing.T, e *env) {
 			got, err := e.s.Stats(e.ctx)
 			noErr(t, err, "Stats(empty)")
-			equal(t, got, stats(0, 0, 0, 0, 0, 0, 0), "Stats of an empty store")
+			equal(t, got, stats(0, 0, 0, 0, 0, 0, 0, 0, 0), "Stats of an empty store")
 
 			t0 := e.clock.Now()
 			const short = time.Minute // what is created with it has expired when Stats runs
 			e.populateForStats(t, short)
 			e.clock.Advance(2 * short)
-			//                    clients users sessions auth_requests access refresh keys
-			want := stats(2, 2, 2, 2, 3, 1, 2)
+			//            clients users sessions auth_requests access refresh keys scan device
+			want := stats(2, 2, 2, 2, 3, 1, 2, 2, 2)
 			got, err = e.s.Stats(e.ctx)
 			noErr(t, err, "Stats")
 			equal(t, got, want, "Stats (expired, revoked and rotated records not counted)")
@@ -264,7 +265,7 @@ func statsCases() []testCase {
 			e.clock.Set(t0.Add(25 * time.Hour))
 			got, err = e.s.Stats(e.ctx)
 			noErr(t, err, "Stats after every expiry")
-			equal(t, got, stats(2, 2, 0, 0, 0, 0, 1), "Stats after every expiry")
+			equal(t, got, stats(2, 2, 0, 0, 0, 0, 1, 0, 0), "Stats after every expiry")
 		}},
 	}
 }
@@ -275,7 +276,8 @@ func statsCases() []testCase {
 //	clients 2; users 2; keys 2 live, 1 retired; sessions 2 live, 1 expiring; auth requests 2
 //	live, 1 expiring; refresh tokens 1 live (fA-1), 1 rotated, and the tokens of a revoked, a
 //	reused and an expiring family; access tokens 3 live (fA-0, fA-1, p1), and one revoked, one
-//	expiring, and those of the dead families.
+//	expiring, and those of the dead families; scan sign-ins 2 live (one of them updated), 1
+//	expiring; device authorizations 2 live (one of them updated), 1 expiring.
 func (e *env) populateForStats(tb testing.TB, short time.Duration) {
 	tb.Helper()
 	t0 := e.clock.Now()
@@ -317,6 +319,22 @@ func (e *env) populateForStats(tb testing.TB, short time.Duration) {
 	noErr(tb, e.s.CreateTokens(e.ctx, p2, nil), "CreateTokens(p2)")
 	noErr(tb, e.s.RevokeAccessToken(e.ctx, p2.ID), "RevokeAccessToken(p2)")
 	noErr(tb, e.s.CreateTokens(e.ctx, e.access("p3", "", short), nil), "CreateTokens(p3)")
+
+	for _, sl := range []storage.ScanLogin{e.scanLogin("s1", 10*time.Minute), e.scanLogin("s2", 10*time.Minute), e.scanLogin("s3", short)} {
+		noErr(tb, e.s.CreateScanLogin(e.ctx, sl), "CreateScanLogin")
+	}
+	_, err = e.s.UpdateScanLogin(e.ctx, e.scanLogin("s1", 0).HandleHash, func(s *storage.ScanLogin) error { s.Status = "confirmed"; return nil })
+	noErr(tb, err, "UpdateScanLogin(s1)")
+	for _, d := range []storage.DeviceAuthorization{
+		e.deviceAuth("d1", "BCDF-GHJK", 10*time.Minute), e.deviceAuth("d2", "LMNP-QRST", 10*time.Minute), e.deviceAuth("d3", "VWXZ-BCDF", short),
+	} {
+		noErr(tb, e.s.CreateDeviceAuthorization(e.ctx, d), "CreateDeviceAuthorization")
+	}
+	_, err = e.s.UpdateDeviceAuthorization(e.ctx, e.deviceAuth("d1", "", 0).DeviceCodeHash, func(d *storage.DeviceAuthorization) error {
+		d.Status = "approved"
+		return nil
+	})
+	noErr(tb, err, "UpdateDeviceAuthorization(d1)")
 }
 
 func backupCases() []testCase {
@@ -391,6 +409,17 @@ func testBackupRestores(t *testing.T, e *env) {
 	noErr(t, e.s.CreateSession(e.ctx, sess), "CreateSession")
 	up := e.upstream("ww0123456789/1000002", "wecom-token", 2*time.Hour)
 	noErr(t, e.s.PutUpstreamToken(e.ctx, up), "PutUpstreamToken")
+	scan := e.scanLogin("backup", 5*time.Minute)
+	noErr(t, e.s.CreateScanLogin(e.ctx, scan), "CreateScanLogin")
+	dev := e.deviceAuth("backup", "HJKL-MNPQ", 10*time.Minute)
+	noErr(t, e.s.CreateDeviceAuthorization(e.ctx, dev), "CreateDeviceAuthorization")
+	// Moved along before the backup: the copy holds the moved record, and its moved expiry.
+	scan.Status, scan.ExpiresAt = "confirmed", scan.ExpiresAt.Add(time.Minute)
+	_, err = e.s.UpdateScanLogin(e.ctx, scan.HandleHash, func(s *storage.ScanLogin) error {
+		s.Status, s.ExpiresAt = scan.Status, scan.ExpiresAt
+		return nil
+	})
+	noErr(t, err, "UpdateScanLogin")
 
 	clients, err := e.s.ListClients(e.ctx)
 	noErr(t, err, "ListClients")
@@ -412,6 +441,11 @@ func testBackupRestores(t *testing.T, e *env) {
 	noErr(t, e.s.RevokeRefreshFamily(e.ctx, "fE"), "RevokeRefreshFamily(fE)")
 	_, err = e.s.UpdateUser(e.ctx, "u1", func(u *storage.User, _ bool) error { u.Name = "late"; return nil })
 	noErr(t, err, "UpdateUser(u1)")
+	_, err = e.s.UpdateDeviceAuthorization(e.ctx, dev.DeviceCodeHash, func(d *storage.DeviceAuthorization) error {
+		d.Status = "approved"
+		return nil
+	})
+	noErr(t, err, "UpdateDeviceAuthorization")
 
 	if e.openBackup == nil {
 		t.Skip("the backend gave no way to open a backup: its contents are not checked")
@@ -443,6 +477,13 @@ func testBackupRestores(t *testing.T, e *env) {
 	gotUp, err := c.s.GetUpstreamToken(c.ctx, up.Key)
 	noErr(t, err, "GetUpstreamToken(copy)")
 	equal(t, gotUp, up, "upstream token in the copy")
+	gotScan, err := c.s.GetScanLogin(c.ctx, scan.HandleHash)
+	noErr(t, err, "GetScanLogin(copy)")
+	equal(t, gotScan, scan, "scan login in the copy")
+	c.deviceAuthIs(t, dev, "in the copy (not approved after the backup)")
+	// The user-code index came along: the code is taken in the copy as in the original.
+	isErr(t, c.s.CreateDeviceAuthorization(c.ctx, e.deviceAuth("backup-2", dev.UserCode, time.Minute)), storage.ErrAlreadyExists,
+		"CreateDeviceAuthorization(copy) with a live authorization's user code")
 	c.tokensLive(t, []storage.RefreshToken{rt1}, []storage.AccessToken{at, at1, plain})
 	_, err = c.s.GetAccessToken(c.ctx, revoked.ID)
 	isErr(t, err, storage.ErrRevoked, "GetAccessToken(copy) of a revoked token")

@@ -90,6 +90,17 @@ func testDeleteExpired(t *testing.T, e *env) {
 	noErr(t, e.s.PutUpstreamToken(e.ctx, upOld), "PutUpstreamToken(old)")
 	noErr(t, e.s.PutUpstreamToken(e.ctx, upLive), "PutUpstreamToken(live)")
 
+	// Cross-device sign-ins. The old device authorization's user code goes with it; the live
+	// one's stays.
+	scanOld := e.scanLogin("old", 10*time.Minute)
+	scanLive := e.scanLogin("live", time.Hour)
+	noErr(t, e.s.CreateScanLogin(e.ctx, scanOld), "CreateScanLogin(old)")
+	noErr(t, e.s.CreateScanLogin(e.ctx, scanLive), "CreateScanLogin(live)")
+	devOld := e.deviceAuth("old", "BCDF-GHJK", 10*time.Minute)
+	devLive := e.deviceAuth("live", "LMNP-QRST", time.Hour)
+	noErr(t, e.s.CreateDeviceAuthorization(e.ctx, devOld), "CreateDeviceAuthorization(old)")
+	noErr(t, e.s.CreateDeviceAuthorization(e.ctx, devLive), "CreateDeviceAuthorization(live)")
+
 	// Records without an expiry are never swept.
 	noErr(t, e.s.CreateClient(e.ctx, e.client("c")), "CreateClient")
 	noErr(t, e.s.PutUser(e.ctx, e.user("u")), "PutUser")
@@ -102,10 +113,11 @@ func testDeleteExpired(t *testing.T, e *env) {
 	e.clock.Set(t0.Add(sweepAfter))
 	res, err = e.s.DeleteExpired(e.ctx)
 	noErr(t, err, "DeleteExpired")
-	want := storage.GCResult{AuthRequests: 1, Codes: 2, LoginStates: 1, AccessTokens: 2, RefreshTokens: 2, Sessions: 1}
+	want := storage.GCResult{AuthRequests: 1, Codes: 2, LoginStates: 1, AccessTokens: 2, RefreshTokens: 2, Sessions: 1,
+		ScanLogins: 1, DeviceAuths: 1}
 	equal(t, res, want, "DeleteExpired counts")
-	if res.Total() != 9 {
-		t.Fatalf("Total() = %d, want 9", res.Total())
+	if res.Total() != 11 {
+		t.Fatalf("Total() = %d, want 11", res.Total())
 	}
 	res, err = e.s.DeleteExpired(e.ctx)
 	noErr(t, err, "second DeleteExpired")
@@ -123,6 +135,10 @@ func testDeleteExpired(t *testing.T, e *env) {
 		gotU, err := e.s.GetUpstreamToken(e.ctx, upLive.Key)
 		noErr(t, err, when+": GetUpstreamToken(live)")
 		equal(t, gotU, upLive, when+": GetUpstreamToken(live)")
+		gotScan, err := e.s.GetScanLogin(e.ctx, scanLive.HandleHash)
+		noErr(t, err, when+": GetScanLogin(live)")
+		equal(t, gotScan, scanLive, when+": GetScanLogin(live)")
+		e.deviceAuthIs(t, devLive, when)
 		_, err = e.s.GetClient(e.ctx, "c")
 		noErr(t, err, when+": GetClient")
 		_, err = e.s.GetUser(e.ctx, "u")
@@ -152,6 +168,12 @@ func testDeleteExpired(t *testing.T, e *env) {
 		{"GetRefreshToken(rotated, swept)", func() error { _, err := e.s.GetRefreshToken(e.ctx, rtA.Hash); return err }()},
 		{"GetSession(old)", func() error { _, err := e.s.GetSession(e.ctx, sessOld.ID); return err }()},
 		{"GetUpstreamToken(old)", func() error { _, err := e.s.GetUpstreamToken(e.ctx, upOld.Key); return err }()},
+		{"GetScanLogin(old)", func() error { _, err := e.s.GetScanLogin(e.ctx, scanOld.HandleHash); return err }()},
+		{"GetDeviceAuthorization(old)", func() error { _, err := e.s.GetDeviceAuthorization(e.ctx, devOld.DeviceCodeHash); return err }()},
+		{"GetDeviceAuthorizationByUserCode(old)", func() error {
+			_, err := e.s.GetDeviceAuthorizationByUserCode(e.ctx, devOld.UserCode)
+			return err
+		}()},
 	} {
 		isErr(t, c.err, storage.ErrNotFound, c.what+" after the sweep")
 	}

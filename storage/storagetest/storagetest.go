@@ -91,6 +91,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) storage
 	cases = append(cases, completeCases()...)
 	cases = append(cases, codeCases()...)
 	cases = append(cases, loginStateCases()...)
+	cases = append(cases, crossDeviceCases()...)
 	cases = append(cases, tokenCases()...)
 	cases = append(cases, sessionCases()...)
 	cases = append(cases, revocationCases()...)
@@ -195,6 +196,7 @@ func (e *env) client(id string) storage.Client {
 		JWKSURI:                          "https://" + id + ".example/jwks.json",
 		BackchannelLogoutURI:             "https://" + id + ".example/backchannel-logout",
 		BackchannelLogoutSessionRequired: true,
+		DeviceFlow:                       true,
 		Source:                           storage.SourceCLI,
 		CreatedAt:                        now,
 		UpdatedAt:                        now.Add(time.Second),
@@ -231,6 +233,37 @@ func (e *env) loginState(state, arID string, ttl time.Duration) storage.LoginSta
 		AuthRequestID: arID,
 		BrowserHash:   storage.HashSecret("browser-" + state),
 		ExpiresAt:     e.clock.Now().Add(ttl),
+	}
+}
+
+// scanLogin builds a pending scan sign-in whose handle is "handle-"+id (the store sees only its
+// hash), for the computer's auth request "ar-"+id.
+func (e *env) scanLogin(id string, ttl time.Duration) storage.ScanLogin {
+	now := e.clock.Now()
+	return storage.ScanLogin{
+		HandleHash:         storage.HashSecret("handle-" + id),
+		AuthRequestID:      "ar-" + id,
+		Upstream:           "corp-a",
+		DesktopBrowserHash: storage.HashSecret("desktop-" + id),
+		Status:             "pending",
+		CreatedAt:          now,
+		ExpiresAt:          now.Add(ttl),
+	}
+}
+
+// deviceAuth builds a pending device authorization whose device code is "device-"+id (the store
+// sees only its hash), with the user code userCode.
+func (e *env) deviceAuth(id, userCode string, ttl time.Duration) storage.DeviceAuthorization {
+	now := e.clock.Now()
+	return storage.DeviceAuthorization{
+		DeviceCodeHash: storage.HashSecret("device-" + id),
+		UserCode:       userCode,
+		ClientID:       "cli-" + id,
+		Scopes:         []string{"openid", "profile", "offline_access"},
+		Status:         "pending",
+		Interval:       5,
+		CreatedAt:      now,
+		ExpiresAt:      now.Add(ttl),
 	}
 }
 

@@ -37,6 +37,9 @@ const (
 	KindKeys            = "keys"
 	KindUpstream        = "upstream_tokens"
 	KindAssertions      = "client_assertions"
+	KindScanLogins      = "scan_logins"
+	KindDeviceAuths     = "device_authorizations"
+	KindDeviceUserCodes = "device_user_codes"
 )
 
 // Code is the record of KindCodes, keyed by HashSecret(code). A redeemed code is kept, with Used
@@ -84,6 +87,16 @@ func (f Family) Live(now time.Time) bool { return !f.Revoked && !Expired(f.Expir
 // record.
 type Link struct {
 	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// UserCode is the record of KindDeviceUserCodes, keyed by a device authorization's user code: the
+// index that GetDeviceAuthorizationByUserCode reads. It names the authorization that last took
+// the code and expires with it (an update that moves the authorization's expiry moves the
+// entry's too), so that it is swept like every other expiring record. An entry is trusted only
+// as far as the authorization it names agrees: stored, unexpired, holding the same user code.
+type UserCode struct {
+	DeviceCodeHash string    `json:"device_code_hash"`
+	ExpiresAt      time.Time `json:"expires_at"`
 }
 
 // TokenOwner is the part of a refresh-token or access-token record that RevokeUserTokens and

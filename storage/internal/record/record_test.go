@@ -37,6 +37,9 @@ func TestJSONUnchanged(t *testing.T) {
 			`{"revoked":true,"expires_at":"2026-03-02T08:00:00+08:00","session_id":"sess","auth_request_id":"ar1"}`},
 		{"link-zero", Link{}, `{"expires_at":"0001-01-01T00:00:00Z"}`},
 		{"link", Link{ExpiresAt: t0}, `{"expires_at":"2026-03-01T12:00:00.123456789Z"}`},
+		{"user-code-zero", UserCode{}, `{"device_code_hash":"","expires_at":"0001-01-01T00:00:00Z"}`},
+		{"user-code", UserCode{DeviceCodeHash: "dch", ExpiresAt: t1},
+			`{"device_code_hash":"dch","expires_at":"2026-03-02T08:00:00+08:00"}`},
 		{"owner-zero", TokenOwner{},
 			`{"subject":"","family_id":"","expires_at":"0001-01-01T00:00:00Z","rotated_at":null,"revoked":false}`},
 		{"owner", TokenOwner{Subject: "sub", FamilyID: "fam", ExpiresAt: t0, RotatedAt: &t1, Revoked: true},
@@ -275,7 +278,7 @@ func TestCounts(t *testing.T) {
 	for _, c := range Counts() {
 		counts[c.Stat] = c
 	}
-	if len(counts) != 7 || counts[StatClients].Live != nil || counts[StatUsers].Live != nil {
+	if len(counts) != 9 || counts[StatClients].Live != nil || counts[StatUsers].Live != nil {
 		t.Fatalf("Counts = %+v", counts)
 	}
 	tests := []struct {
@@ -297,6 +300,10 @@ func TestCounts(t *testing.T) {
 		{StatRefreshTokens, `{"expires_at":"2026-03-01T13:00:00Z","family_id":"live"}`, true},
 		{StatRefreshTokens, `{"expires_at":"2026-03-01T13:00:00Z","family_id":"dead"}`, false},
 		{StatRefreshTokens, `{"expires_at":"2026-03-01T13:00:00Z","family_id":"live","rotated_at":"2026-03-01T11:00:00Z"}`, false},
+		{StatScanLogins, `{"handle_hash":"h","subject":"sub","status":"approved","expires_at":"2026-03-01T12:00:01Z"}`, true},
+		{StatScanLogins, `{"handle_hash":"h","expires_at":"2026-03-01T12:00:00Z"}`, false},
+		{StatDeviceAuths, `{"device_code_hash":"d","status":"issued","expires_at":"2026-03-01T12:00:01Z"}`, true},
+		{StatDeviceAuths, `{"device_code_hash":"d","expires_at":"2026-03-01T12:00:00Z"}`, false},
 	}
 	for _, tt := range tests {
 		got, err := counts[tt.stat].Live([]byte(tt.raw), now, family)
@@ -316,16 +323,78 @@ func TestCounts(t *testing.T) {
 func TestSwept(t *testing.T) {
 	var chunk storage.GCResult
 	for _, kind := range []string{KindAuthRequests, KindCodes, KindCodes, KindLoginStates, KindAccessTokens,
-		KindRefreshTokens, KindSessions, KindFamilies, KindARTokens, KindSessionFamilies, KindARCodes, KindUpstream} {
+		KindRefreshTokens, KindSessions, KindFamilies, KindARTokens, KindSessionFamilies, KindARCodes, KindUpstream,
+		KindAssertions, KindScanLogins, KindDeviceAuths, KindDeviceAuths, KindDeviceUserCodes} {
 		Swept(&chunk, kind)
 	}
-	want := storage.GCResult{AuthRequests: 1, Codes: 2, LoginStates: 1, AccessTokens: 1, RefreshTokens: 1, Sessions: 1}
+	want := storage.GCResult{AuthRequests: 1, Codes: 2, LoginStates: 1, AccessTokens: 1, RefreshTokens: 1, Sessions: 1,
+		ScanLogins: 1, DeviceAuths: 2}
 	if chunk != want {
-		t.Errorf("Swept = %+v, want %+v (families, links and upstream tokens are not counted)", chunk, want)
+		t.Errorf("Swept = %+v, want %+v (families, links, assertions, user codes and upstream tokens are not counted)", chunk, want)
 	}
 	res := want
 	AddSwept(&res, chunk)
-	if res.Total() != 2*want.Total() || res.Codes != 4 {
+	if res.Total() != 2*want.Total() || res.Codes != 4 || res.ScanLogins != 2 || res.DeviceAuths != 4 {
 		t.Errorf("AddSwept = %+v", res)
+	}
+}
+
+func TestCrossDeviceChecks(t *testing.T) {
+	exp := time.Date(2026, 3, 1, 12, 5, 0, 0, time.UTC)
+	scan := storage.ScanLogin{HandleHash: "h", AuthRequestID: "ar", Status: "pending", ExpiresAt: exp}
+	dev := storage.DeviceAuthorization{DeviceCodeHash: "d", UserCode: "BCDF-GHJK", ClientID: "cli", Status: "pending", ExpiresAt: exp}
+	scanWith := func(f func(*storage.ScanLogin)) storage.ScanLogin { s := scan; f(&s); return s }
+	devWith := func(f func(*storage.DeviceAuthorization)) storage.DeviceAuthorization { d := dev; f(&d); return d }
+	tests := []struct {
+		name     string
+		err      error
+		ok       bool
+		conflict bool // the error must wrap ErrConflict
+	}{
+		{"scan", CheckScanLogin(scan), true, false},
+		{"scan without handle", CheckScanLogin(scanWith(func(s *storage.ScanLogin) { s.HandleHash = "" })), false, false},
+		{"scan without auth request", CheckScanLogin(scanWith(func(s *storage.ScanLogin) { s.AuthRequestID = "" })), false, false},
+		{"scan without expiry", CheckScanLogin(scanWith(func(s *storage.ScanLogin) { s.ExpiresAt = time.Time{} })), false, false},
+		{"scan update", CheckScanLoginUpdate("h", scanWith(func(s *storage.ScanLogin) { s.Status = "finished" })), true, false},
+		{"scan update of the key", CheckScanLoginUpdate("h", scanWith(func(s *storage.ScanLogin) { s.HandleHash = "h2" })), false, true},
+		{"scan update dropping the expiry", CheckScanLoginUpdate("h", scanWith(func(s *storage.ScanLogin) { s.ExpiresAt = time.Time{} })), false, false},
+		{"device", CheckDeviceAuthorization(dev), true, false},
+		{"device without hash", CheckDeviceAuthorization(devWith(func(d *storage.DeviceAuthorization) { d.DeviceCodeHash = "" })), false, false},
+		{"device without user code", CheckDeviceAuthorization(devWith(func(d *storage.DeviceAuthorization) { d.UserCode = "" })), false, false},
+		{"device without client", CheckDeviceAuthorization(devWith(func(d *storage.DeviceAuthorization) { d.ClientID = "" })), false, false},
+		{"device without expiry", CheckDeviceAuthorization(devWith(func(d *storage.DeviceAuthorization) { d.ExpiresAt = time.Time{} })), false, false},
+		{"device update", CheckDeviceAuthorizationUpdate(dev, devWith(func(d *storage.DeviceAuthorization) { d.Status, d.Interval = "approved", 10 })), true, false},
+		{"device update of the key", CheckDeviceAuthorizationUpdate(dev, devWith(func(d *storage.DeviceAuthorization) { d.DeviceCodeHash = "d2" })), false, true},
+		{"device update of the user code", CheckDeviceAuthorizationUpdate(dev, devWith(func(d *storage.DeviceAuthorization) { d.UserCode = "XXXX-XXXX" })), false, true},
+		{"device update dropping the client", CheckDeviceAuthorizationUpdate(dev, devWith(func(d *storage.DeviceAuthorization) { d.ClientID = "" })), false, false},
+	}
+	for _, tt := range tests {
+		if (tt.err == nil) != tt.ok || errors.Is(tt.err, storage.ErrConflict) != tt.conflict {
+			t.Errorf("%s: error %v; want ok %v, ErrConflict %v", tt.name, tt.err, tt.ok, tt.conflict)
+		}
+	}
+}
+
+func TestHoldsUserCode(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	d := storage.DeviceAuthorization{DeviceCodeHash: "d", UserCode: "BCDF-GHJK", ExpiresAt: now.Add(time.Nanosecond)}
+	expired := d
+	expired.ExpiresAt = now
+	tests := []struct {
+		name  string
+		d     storage.DeviceAuthorization
+		found bool
+		code  string
+		want  bool
+	}{
+		{"live, same code", d, true, "BCDF-GHJK", true},
+		{"absent", storage.DeviceAuthorization{}, false, "BCDF-GHJK", false},
+		{"expired at now", expired, true, "BCDF-GHJK", false},
+		{"another code", d, true, "BCDF-GHJL", false},
+	}
+	for _, tt := range tests {
+		if got := HoldsUserCode(tt.d, tt.found, tt.code, now); got != tt.want {
+			t.Errorf("%s: HoldsUserCode = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

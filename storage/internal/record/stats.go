@@ -16,6 +16,8 @@ const (
 	StatAccessTokens  = "access_tokens"
 	StatRefreshTokens = "refresh_tokens"
 	StatKeys          = "keys"
+	StatScanLogins    = "scan_logins"
+	StatDeviceAuths   = "device_authorizations"
 )
 
 // Count is one of the counts Store.Stats reports: the records of Kind that Live accepts.
@@ -40,6 +42,8 @@ type Count struct {
 //	auth_requests    unexpired auth requests
 //	access_tokens    unexpired access tokens not revoked, by themselves or through their family
 //	refresh_tokens   unexpired refresh tokens not rotated, whose family is live and not revoked
+//	scan_logins      unexpired scan sign-ins
+//	device_authorizations  unexpired device authorizations (the user-code index is not counted)
 func Counts() []Count {
 	always := func(TokenOwner, func(string) bool) bool { return true }
 	return []Count{
@@ -54,6 +58,8 @@ func Counts() []Count {
 		{StatRefreshTokens, KindRefreshTokens, liveOwner(func(t TokenOwner, family func(string) bool) bool {
 			return t.RotatedAt == nil && family(t.FamilyID)
 		})},
+		{StatScanLogins, KindScanLogins, liveOwner(always)},
+		{StatDeviceAuths, KindDeviceAuths, liveOwner(always)},
 	}
 }
 
@@ -80,8 +86,9 @@ func liveOwner(keep func(t TokenOwner, family func(string) bool) bool) func([]by
 }
 
 // Swept counts in res one record of the kind that the sweep (DeleteExpired) removed. Families,
-// links and upstream tokens are removed too but not counted: GCResult has no field for them
-// (families and links are internal bookkeeping; the upstream token is a cache).
+// links, user-code index entries and upstream tokens are removed too but not counted: GCResult
+// has no field for them (families, links and the index are internal bookkeeping; the upstream
+// token is a cache).
 func Swept(res *storage.GCResult, kind string) {
 	switch kind {
 	case KindAuthRequests:
@@ -96,6 +103,10 @@ func Swept(res *storage.GCResult, kind string) {
 		res.RefreshTokens++
 	case KindSessions:
 		res.Sessions++
+	case KindScanLogins:
+		res.ScanLogins++
+	case KindDeviceAuths:
+		res.DeviceAuths++
 	}
 }
 
@@ -107,4 +118,6 @@ func AddSwept(res *storage.GCResult, chunk storage.GCResult) {
 	res.AccessTokens += chunk.AccessTokens
 	res.RefreshTokens += chunk.RefreshTokens
 	res.Sessions += chunk.Sessions
+	res.ScanLogins += chunk.ScanLogins
+	res.DeviceAuths += chunk.DeviceAuths
 }
