@@ -21,6 +21,7 @@ require (
 	go.uber.org/zap v1.17.0
 	golang.org/x/oauth2 v0.37.0
 	golang.org/x/text v0.42.0
+	rsc.io/qr v0.2.0
 )
 
 require (

@@ -809,8 +809,8 @@ func confDiscovery(t *testing.T) {
 	if len(m.ClaimsSupported) == 0 {
 		t.Error("claims_supported missing")
 	}
-	if got := stringsOf(raw["grant_types_supported"]); !sameSet(got, []string{"authorization_code", "refresh_token"}) {
-		t.Errorf("grant_types_supported = %v, want exactly authorization_code and refresh_token", got)
+	if got := stringsOf(raw["grant_types_supported"]); !sameSet(got, []string{"authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"}) {
+		t.Errorf("grant_types_supported = %v, want exactly authorization_code, refresh_token and the device grant", got)
 	}
 	if got := stringsOf(raw["code_challenge_methods_supported"]); !slices.Equal(got, []string{"S256"}) {
 		t.Errorf("code_challenge_methods_supported = %v, want [S256]", got)

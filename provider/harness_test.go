@@ -79,6 +79,10 @@ type harnessOptions struct {
 	provider **provider.Provider
 	// upstreamNames, when set, are the upstreams' Name and NameEN (shown on the chooser), in order.
 	upstreamNames [][2]string
+	// desktopScan is every upstream's DesktopScan (default off).
+	desktopScan string
+	// devicePollInterval is the provider's least time between device polls (default 5s).
+	devicePollInterval time.Duration
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -149,7 +153,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		}
 		upstreams = append(upstreams, provider.Upstream{
 			ID: ids[i], Name: name, NameEN: nameEN,
-			CorpID: seed.CorpID, Connector: conn, SubjectTemplate: opts.subject,
+			CorpID: seed.CorpID, Connector: conn, SubjectTemplate: opts.subject, DesktopScan: opts.desktopScan,
 		})
 	}
 	h.sim = h.sims[0]
@@ -173,6 +177,8 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		Now:             opts.now,
 		RecheckInterval: opts.recheckInterval,
 		RecheckGrace:    opts.recheckGrace,
+
+		DevicePollInterval: opts.devicePollInterval,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -219,6 +219,7 @@ func redirectRegistered(c storage.Client, raw string) bool {
 // authenticatesClients reports whether path is an endpoint where clients authenticate.
 func (p *Provider) authenticatesClients(path string) bool {
 	return strings.HasSuffix(path, p.op.TokenEndpoint().Relative()) ||
+		strings.HasSuffix(path, p.op.DeviceAuthorizationEndpoint().Relative()) ||
 		strings.HasSuffix(path, p.op.RevocationEndpoint().Relative()) ||
 		strings.HasSuffix(path, p.op.IntrospectionEndpoint().Relative())
 }
@@ -241,15 +242,22 @@ func (p *Provider) clientEndpoint(w http.ResponseWriter, r *http.Request, next h
 		}
 		switch g {
 		case string(oidc.GrantTypeCode), string(oidc.GrantTypeRefreshToken), "":
+		case deviceGrantType:
+			noStore(w)
+			p.deviceToken(w, r)
+			return
 		default:
-			writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "this provider offers authorization_code and refresh_token", "")
+			writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "this provider offers authorization_code, refresh_token and device_code", "")
 			return
 		}
 	}
+	if strings.HasSuffix(r.URL.Path, p.op.DeviceAuthorizationEndpoint().Relative()) {
+		noStore(w)
+		p.deviceAuthorization(w, r)
+		return
+	}
 	if !strings.HasSuffix(r.URL.Path, p.op.IntrospectionEndpoint().Relative()) {
-		// RFC 6749 §5.1: responses carrying tokens must not be cached.
-		w.Header().Set("Cache-Control", "no-store")
-		w.Header().Set("Pragma", "no-cache")
+		noStore(w)
 		next.ServeHTTP(w, r)
 		return
 	}
@@ -263,6 +271,12 @@ func (p *Provider) clientEndpoint(w http.ResponseWriter, r *http.Request, next h
 		}
 		return http.StatusUnauthorized, "invalid_client", "client authentication failed", `Basic realm="wecom-oidc"`, true
 	}}, r)
+}
+
+// noStore marks a response that carries tokens or codes: it must not be cached (RFC 6749 §5.1).
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
 }
 
 // expireOnRedirect adds an expiring Set-Cookie to a redirect response: end_session redirects only
@@ -364,12 +378,12 @@ func writeOAuthError(w http.ResponseWriter, status int, code, desc, challenge st
 }
 
 // discovery is the library's discovery document, corrected to advertise only what this provider
-// does: the code flow, the two grants its clients hold, no device flow, no request objects.
+// does: the code flow, the grants its clients may hold (the device flow per client), no request
+// objects.
 func (p *Provider) discovery(ctx context.Context) *oidc.DiscoveryConfiguration {
 	d := op.CreateDiscoveryConfig(ctx, p.op, p.op.Storage())
 	d.ResponseTypesSupported = []string{string(oidc.ResponseTypeCode)}
-	d.GrantTypesSupported = []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken}
-	d.DeviceAuthorizationEndpoint = ""
+	d.GrantTypesSupported = []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken, oidc.GrantTypeDeviceCode}
 	d.CheckSessionIframe = ""
 	d.RequestParameterSupported = false
 	d.RequestURIParameterSupported = false

@@ -101,6 +101,10 @@ func (p *Provider) startLogin(w http.ResponseWriter, r *http.Request, ar storage
 		p.renderChooser(w, lang, ar)
 		return
 	}
+	if _, ok := p.scanUpstream(r, up); ok {
+		p.renderScan(w, r, ar, up, lang)
+		return
+	}
 	state := randomAlnum(wecomStateLen)
 	err := p.store.CreateLoginState(ctx, storage.LoginState{
 		State:         state,
@@ -165,6 +169,18 @@ func (p *Provider) wecomCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	if !p.sameBrowser(r, ls.BrowserHash) {
 		p.failPage(w, r, http.StatusBadRequest, msgOtherBrowser, "callback: state belongs to another browser", nil)
+		return
+	}
+	if ls.DeviceUserCode != "" || ls.ScanHandleHash != "" {
+		up, ok := p.upstreamByID(ls.Upstream)
+		switch {
+		case !ok:
+			p.failPage(w, r, http.StatusBadRequest, msgRequestExpired, "callback: upstream no longer configured", nil)
+		case ls.DeviceUserCode != "":
+			p.deviceCallback(w, r, ls, up)
+		default:
+			p.phoneCallback(w, r, ls, up)
+		}
 		return
 	}
 	ar, err := p.store.GetAuthRequest(ctx, ls.AuthRequestID)
@@ -328,17 +344,10 @@ func (p *Provider) chooseUpstream(r *http.Request, ar storage.AuthRequest) (Upst
 func (p *Provider) renderChooser(w http.ResponseWriter, lang string, ar storage.AuthRequest) {
 	links := make([]link, 0, len(p.cfg.Upstreams))
 	for _, up := range p.cfg.Upstreams {
-		name := up.Name
-		if lang == "en" && up.NameEN != "" {
-			name = up.NameEN
-		}
-		if name == "" {
-			name = up.ID
-		}
 		links = append(links, link{
 			ID:   "upstream-" + up.ID,
 			Href: "/login?authRequestID=" + url.QueryEscape(ar.ID) + "&upstream=" + url.QueryEscape(up.ID),
-			Text: message{Title: map[string]string{"zh": name, "en": name}},
+			Text: upstreamLabel(up, lang),
 		})
 	}
 	p.renderPage(w, lang, http.StatusOK, msgChooser, links...)
@@ -461,18 +470,7 @@ func (p *Provider) renderMessage(w http.ResponseWriter, r *http.Request, status 
 }
 
 // validWeComState reports whether s could be a state we minted.
-func validWeComState(s string) bool {
-	if len(s) != wecomStateLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
+func validWeComState(s string) bool { return validAlnum(s, wecomStateLen) }
 
 const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 

@@ -26,6 +26,7 @@ type Metrics struct {
 	wecomCalls     *prometheus.CounterVec
 	wecomDuration  *prometheus.HistogramVec
 	tokenRefreshes *prometheus.CounterVec
+	crossDevices   *prometheus.CounterVec
 
 	mu               sync.Mutex
 	lastRefreshAt    time.Time
@@ -40,6 +41,17 @@ const (
 	loginUnavailable   = "unavailable"   // WeCom did not answer usefully
 	loginMisconfigured = "misconfigured" // WeCom refused our setup
 	loginError         = "error"         // our own failure (storage)
+)
+
+// Cross-device sign-ins, the labels of wecom_oidc_cross_device_total.
+const (
+	flowScan   = "scan"   // a computer's QR code scanned by a phone
+	flowDevice = "device" // the device authorization grant
+
+	crossStarted   = "started"   // scan: a phone opened the link; device: a device asked for a code
+	crossCompleted = "completed" // scan: the computer signed in; device: the device got its tokens
+	crossExpired   = "expired"   // scan: a QR code ran out unused; device: a poll came too late
+	crossDenied    = "denied"    // cancelled or denied by the person, or refused by WeCom
 )
 
 // NewMetrics creates the metrics; store feeds the records gauge at scrape time (nil: none).
@@ -69,9 +81,17 @@ func NewMetrics(store storage.Store) *Metrics {
 		tokenRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wecom_oidc_wecom_token_refreshes_total", Help: "WeCom access-token fetches (gettoken) by result.",
 		}, []string{"result"}),
+		crossDevices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wecom_oidc_cross_device_total", Help: "Cross-device sign-ins (flow: scan, device) by result: started, completed, expired, denied.",
+		}, []string{"flow", "result"}),
 	}
-	m.reg.MustRegister(m.logins, m.tokensIssued, m.requests, m.backchannel, m.wecomCalls, m.wecomDuration, m.tokenRefreshes,
+	m.reg.MustRegister(m.logins, m.tokensIssued, m.requests, m.backchannel, m.wecomCalls, m.wecomDuration, m.tokenRefreshes, m.crossDevices,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, flow := range []string{flowScan, flowDevice} { // every series from the start, at 0
+		for _, result := range []string{crossStarted, crossCompleted, crossExpired, crossDenied} {
+			m.crossDevices.WithLabelValues(flow, result)
+		}
+	}
 	if store != nil {
 		m.reg.MustRegister(&recordsCollector{store: store, desc: prometheus.NewDesc(
 			"wecom_oidc_records", "Live records in the database by kind.", []string{"kind"}, nil)})
@@ -113,6 +133,9 @@ func (m *Metrics) lastTokenRefresh() (time.Time, error) {
 func (m *Metrics) login(result, upstream string) { m.logins.WithLabelValues(result, upstream).Inc() }
 func (m *Metrics) issued(grant string)           { m.tokensIssued.WithLabelValues(grant).Inc() }
 func (m *Metrics) delivery(result string)        { m.backchannel.WithLabelValues(result).Inc() }
+func (m *Metrics) crossDevice(flow, result string) {
+	m.crossDevices.WithLabelValues(flow, result).Inc()
+}
 
 func (m *Metrics) request(route, method string, code int, d time.Duration) {
 	m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Observe(d.Seconds())

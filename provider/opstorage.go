@@ -163,6 +163,11 @@ func (s *opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Tok
 	case *refreshTokenRequest:
 		next.FamilyID = r.FamilyID
 		next.ClientID, next.AuthTime, next.AMR, next.SessionID = r.ClientID, r.AuthTime, r.AMR, r.SessionID
+	case *op.DeviceAuthorizationState:
+		// No session: the device is not signed in through the browser that allowed it, and that
+		// browser's logout does not sign the device out.
+		next.FamilyID = newID(prefixRefreshFamily)
+		next.ClientID, next.AuthTime, next.AMR = r.ClientID, r.AuthTime, r.AMR
 	default:
 		return "", "", time.Time{}, fmt.Errorf("provider: refresh token for unsupported request %T", req)
 	}
@@ -188,8 +193,11 @@ func (s *opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Tok
 
 // grantOf names the grant a token request came from, for metrics.
 func grantOf(req op.TokenRequest) string {
-	if _, ok := req.(*refreshTokenRequest); ok {
+	switch req.(type) {
+	case *refreshTokenRequest:
 		return "refresh_token"
+	case *op.DeviceAuthorizationState:
+		return "device_code"
 	}
 	return "authorization_code"
 }
@@ -209,6 +217,8 @@ func (s *opStorage) newAccessToken(req op.TokenRequest, familyID string) storage
 	case *authRequest:
 		t.ClientID, t.AuthRequestID = r.ClientID, r.ID
 	case *refreshTokenRequest:
+		t.ClientID = r.ClientID
+	case *op.DeviceAuthorizationState:
 		t.ClientID = r.ClientID
 	}
 	return t

@@ -91,19 +91,21 @@ var (
 	}
 )
 
-var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
-<html lang="{{.Lang}}">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Title}}</title>
-<style>
-body{font-family:system-ui,-apple-system,"PingFang SC","Microsoft YaHei","WenQuanYi Zen Hei",sans-serif;margin:0;background:#f5f6f7;color:#1f2329}
+// pageStyle is the CSS of every page we render (inline: the pages load nothing else).
+const pageStyle = `body{font-family:system-ui,-apple-system,"PingFang SC","Microsoft YaHei","WenQuanYi Zen Hei",sans-serif;margin:0;background:#f5f6f7;color:#1f2329}
 main{max-width:32rem;margin:12vh auto;background:#fff;border-radius:8px;padding:2rem;box-shadow:0 1px 4px rgba(0,0,0,.08)}
 h1{font-size:1.3rem;margin-top:0}
 ul.links{list-style:none;padding:0;margin:1.5rem 0 0}
 ul.links li{margin:.5rem 0}
 ul.links a{display:block;padding:.75rem 1rem;border:1px solid #dee0e3;border-radius:6px;color:#1f2329;text-decoration:none}
 ul.links a:hover,ul.links a:focus{border-color:#0082ef;outline:2px solid #0082ef33}
-</style></head>
+`
+
+var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
+<html lang="{{.Lang}}">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}}</title>
+<style>` + pageStyle + `</style></head>
 <body><main role="main"><h1>{{.Title}}</h1><p>{{.Body}}</p>
 {{if .Links}}<ul class="links">{{range .Links}}<li><a id="{{.ID}}" href="{{.Href}}">{{.Text}}</a></li>{{end}}</ul>{{end}}
 </main></body></html>
@@ -123,15 +125,10 @@ func (p *Provider) renderPage(w http.ResponseWriter, lang string, status int, ms
 	setPageHeaders(h, "")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	type shownLink struct{ ID, Href, Text string }
-	shown := make([]shownLink, len(links))
-	for i, l := range links {
-		shown[i] = shownLink{ID: l.ID, Href: l.Href, Text: l.Text.Title[lang]}
-	}
 	_ = pageTemplate.Execute(w, struct {
 		Lang, Title, Body string
 		Links             []shownLink
-	}{lang, msg.Title[lang], msg.Body[lang], shown})
+	}{lang, msg.Title[lang], msg.Body[lang], shownLinks(lang, links...)})
 }
 
 // pickLang chooses "zh" or "en": the first supported of the request's ui_locales, then of

@@ -63,6 +63,10 @@ type Config struct {
 	RefreshTokenTTL time.Duration // default 30 days
 	SessionTTL      time.Duration // SSO session, default 12h
 
+	// DevicePollInterval is the least time a device waits between two polls of the device flow
+	// (RFC 8628 §3.2; default 5s, whole seconds).
+	DevicePollInterval time.Duration
+
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For names the client's address (for
 	// the client-authentication rate limit). nil: 127.0.0.1 and ::1 (a proxy on the same host).
 	TrustedProxies []netip.Prefix
@@ -91,6 +95,9 @@ type Upstream struct {
 	Connector upstream.Connector
 	// SubjectTemplate overrides ClaimsConfig.SubjectTemplate for people of this upstream.
 	SubjectTemplate string
+	// DesktopScan offers the scan sign-in on computers (ScanOffer, ScanPrefer) when the connector
+	// can do it (upstream.PhoneSignIn); "" or ScanOff: not.
+	DesktopScan string
 }
 
 // Provider is the OpenID Provider as an http.Handler.
@@ -109,6 +116,8 @@ type Provider struct {
 	rechecks     recheckGroup
 	clientKeys   jwksCache
 	authFailures failureLimiter
+	// userCodeMisses limits wrong user codes on the device page, per address.
+	userCodeMisses failureLimiter
 	origins      originCache
 	// bg is the context of background work (back-channel deliveries); Close cancels it.
 	bg         context.Context
@@ -141,6 +150,9 @@ func New(cfg Config) (*Provider, error) {
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 12 * time.Hour
+	}
+	if cfg.DevicePollInterval < time.Second {
+		cfg.DevicePollInterval = devicePollInterval * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -178,6 +190,7 @@ func New(cfg Config) (*Provider, error) {
 	}
 	p.bg, p.stopBG = context.WithCancel(context.Background())
 	p.authFailures.now = cfg.Now
+	p.userCodeMisses.now = cfg.Now
 	opStore := &opStorage{p: p}
 	p.op, err = op.NewProvider(&op.Config{
 		CryptoKey:                cfg.Keys.CryptoKey(),
@@ -238,6 +251,12 @@ func (p *Provider) routes() http.Handler {
 		r.Get("/login", p.login)
 		r.Get("/login/wecom/callback", p.wecomCallback)
 		r.Get("/login/return", p.loginReturn)
+		r.Get("/login/scan/status", p.scanStatus)
+		r.Get("/login/scan/finish", p.scanFinish)
+		r.Get("/login/wecom/m/{handle}", p.phoneScan)
+		r.Post("/login/wecom/m/{handle}", p.phoneScan)
+		r.Get(deviceEndpointPath, p.devicePage)
+		r.Post(deviceEndpointPath, p.devicePage)
 	})
 	r.Mount("/", p.op)
 	return r
@@ -287,10 +306,14 @@ func (p *Provider) logRequests(next http.Handler) http.Handler {
 			}
 		}
 		p.metrics.request(route, r.Method, status, d)
+		path := r.URL.Path
+		if strings.Contains(route, "{handle}") {
+			path = route // a scan link's handle is a bearer value until the phone claims it
+		}
 		p.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("request_id", middleware.GetReqID(r.Context())),
 			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("path", path),
 			slog.Int("status", status),
 			slog.Duration("duration", d),
 		)
