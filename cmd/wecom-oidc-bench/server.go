@@ -122,6 +122,8 @@ func startServer(ctx context.Context, binary string, soak bool, stderr io.Writer
 func devConfig(secret, socket string, soak bool) string {
 	var b strings.Builder
 	b.WriteString("log: {level: warn}\n")
+	// Logins go straight to the simulated web login: the scan sign-in needs a second device.
+	b.WriteString("dev: {desktop_scan: \"off\"}\n")
 	fmt.Fprintf(&b, "admin: {socket: %s}\n", strconv.Quote(socket))
 	if soak {
 		b.WriteString("tokens: {access_token_ttl: 10s, id_token_ttl: 10s, refresh_token_ttl: 15s, session_ttl: 15s}\n")

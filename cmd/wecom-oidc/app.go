@@ -58,7 +58,7 @@ func newUpstreams(cfg *Config, issuer string, store storage.Store, metrics *prov
 		}
 		ups = append(ups, provider.Upstream{
 			ID: uc.ID, Name: uc.Name, NameEN: uc.NameEN, CorpID: w.CorpID,
-			Connector: conn, SubjectTemplate: uc.Subject,
+			Connector: conn, SubjectTemplate: uc.Subject, DesktopScan: w.DesktopScan,
 		})
 	}
 	return ups, nil
@@ -119,6 +119,7 @@ func reconcileClients(ctx context.Context, store storage.Store, clients []Client
 			BackchannelLogoutURI:             cc.BackchannelLogoutURI,
 			BackchannelLogoutSessionRequired: cc.BackchannelLogoutSessionRequired,
 			Groups:                           cc.Groups,
+			DeviceFlow:                       cc.DeviceFlow,
 			Source:                           storage.SourceConfig,
 			CreatedAt:                        now,
 			UpdatedAt:                        now,
@@ -177,7 +178,8 @@ func sweep(ctx context.Context, store storage.Store, every time.Duration, log *s
 				if res.Total() > 0 {
 					log.Debug("sweeper: deleted expired records", "auth_requests", res.AuthRequests, "codes", res.Codes,
 						"login_states", res.LoginStates, "access_tokens", res.AccessTokens,
-						"refresh_tokens", res.RefreshTokens, "sessions", res.Sessions)
+						"refresh_tokens", res.RefreshTokens, "sessions", res.Sessions,
+						"scan_logins", res.ScanLogins, "device_authorizations", res.DeviceAuths)
 				}
 			}
 		}

@@ -17,6 +17,7 @@ const clientUsage = `usage:
   wecom-oidc client add --id ID --redirect-uri URI [--redirect-uri URI ...] [--name NAME]
                         [--post-logout-redirect-uri URI ...] [--public] [--no-id-token-claims]
                         [--groups names|ids|paths|tags ...] [--backchannel-logout-uri URI]
+                        [--device-flow]
                         [--auth-method private_key_jwt (--jwks-file FILE | --jwks-uri URI)]
   wecom-oidc client list
   wecom-oidc client show ID
@@ -44,7 +45,7 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 		id, name, backchannel         string
 		authMethod, jwksFile, jwksURI string
 		redirects, logouts, groups    stringList
-		public, noIDTokenCls          bool
+		public, noIDTokenCls, device  bool
 	)
 	if sub == "add" {
 		fs.StringVar(&id, "id", "", "client id ([A-Za-z0-9._-], at most 64)")
@@ -55,6 +56,7 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 		fs.BoolVar(&noIDTokenCls, "no-id-token-claims", false, "put profile claims in userinfo only, not in the ID token")
 		fs.Var(&groups, "groups", "what the groups claim holds: names (default), ids, paths, tags (repeatable, in order)")
 		fs.StringVar(&backchannel, "backchannel-logout-uri", "", "where to POST logout tokens when a session ends")
+		fs.BoolVar(&device, "device-flow", false, "allow the device authorization grant (RFC 8628): command-line tools, devices without a browser")
 		fs.StringVar(&authMethod, "auth-method", "", "token endpoint authentication: client_secret_basic (default) or private_key_jwt")
 		fs.StringVar(&jwksFile, "jwks-file", "", "private_key_jwt: file holding the client's public JSON Web Key Set")
 		fs.StringVar(&jwksURI, "jwks-uri", "", "private_key_jwt: URL where the client publishes its keys")
@@ -78,7 +80,7 @@ func runClient(ctx context.Context, args []string, getenv func(string) string, s
 		c = storage.Client{
 			ID: id, Name: name, RedirectURIs: redirects, PostLogoutRedirectURIs: logouts,
 			Public: public, IDTokenClaims: !noIDTokenCls, BackchannelLogoutURI: backchannel,
-			AuthMethod: authMethod, JWKSURI: jwksURI, Groups: groups,
+			AuthMethod: authMethod, JWKSURI: jwksURI, Groups: groups, DeviceFlow: device,
 		}
 		if jwksFile != "" {
 			raw, err := os.ReadFile(jwksFile)
@@ -232,6 +234,9 @@ func printClient(w io.Writer, c storage.Client) {
 	}
 	if c.BackchannelLogoutURI != "" {
 		fmt.Fprintf(w, "backchannel_logout_uri:    %s\n", c.BackchannelLogoutURI)
+	}
+	if c.DeviceFlow {
+		fmt.Fprintf(w, "device_flow:               true\n")
 	}
 	fmt.Fprintf(w, "created:                   %s\n", timeOrDash(c.CreatedAt))
 	fmt.Fprintf(w, "updated:                   %s\n", timeOrDash(c.UpdatedAt))

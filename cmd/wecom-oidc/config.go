@@ -207,6 +207,11 @@ type WeComConfig struct {
 	OAuthBaseURL string        `koanf:"oauth_base_url"` // default https://open.weixin.qq.com
 	LoginBaseURL string        `koanf:"login_base_url"` // default https://login.work.weixin.qq.com
 	Timeout      time.Duration `koanf:"timeout"`        // per WeCom API call; default 10s
+	// DesktopScan offers the scan sign-in on computers: a QR code the person scans with the WeCom
+	// app, which signs them in with consent and so brings mobile and email. off (default): the
+	// computer goes straight to the web login; offer: the web login first, the QR code beside
+	// it; prefer: the QR code first, the web login beside it.
+	DesktopScan string `koanf:"desktop_scan"`
 
 	resolved secretResolution
 }
@@ -268,6 +273,9 @@ type ClientConfig struct {
 	// Groups is what the `groups` claim holds, in this order: names (department names; the
 	// default when empty), ids, paths (department paths), tags (WeCom tags; needs wecom.tags).
 	Groups []string `koanf:"groups"`
+	// DeviceFlow lets the client use the device authorization grant (RFC 8628): command-line
+	// tools and devices without a browser; default false.
+	DeviceFlow bool `koanf:"device_flow"`
 
 	resolved secretResolution
 }
@@ -275,6 +283,9 @@ type ClientConfig struct {
 // DevConfig is used by `wecom-oidc dev` only; serve ignores it.
 type DevConfig struct {
 	AutoLogin string `koanf:"auto_login"` // userid the simulated WeCom logs in without asking
+	// DesktopScan is dev mode's wecom.desktop_scan (its wecom block is the simulator's): offer
+	// by default, so the demo shows the scan sign-in.
+	DesktopScan string `koanf:"desktop_scan"`
 }
 
 // secretResolution records what LoadConfig did with a secret indirection, so that Validate can
@@ -350,6 +361,8 @@ func defaultValues() map[string]any {
 		"wecom.oauth_base_url":         "https://open.weixin.qq.com",
 		"wecom.login_base_url":         "https://login.work.weixin.qq.com",
 		"wecom.timeout":                10 * time.Second,
+		"wecom.desktop_scan":           provider.ScanOff,
+		"dev.desktop_scan":             provider.ScanOffer,
 		"tokens.access_token_ttl":      time.Hour,
 		"tokens.id_token_ttl":          time.Hour,
 		"tokens.refresh_token_ttl":     720 * time.Hour,
@@ -704,6 +717,7 @@ func (u UpstreamConfig) withDefaults(top WeComConfig) UpstreamConfig {
 		{&w.APIBaseURL, &top.APIBaseURL},
 		{&w.OAuthBaseURL, &top.OAuthBaseURL},
 		{&w.LoginBaseURL, &top.LoginBaseURL},
+		{&w.DesktopScan, &top.DesktopScan},
 	} {
 		if *f.dst == "" {
 			*f.dst = *f.src
@@ -766,6 +780,9 @@ func (c *Config) Validate(mode Mode) error {
 		c.validateUpstreams(&ps, serve)
 	}
 	c.Tokens.validate(&ps)
+	if !serve {
+		checkEnum(&ps, "dev.desktop_scan", c.Dev.DesktopScan, provider.ScanOff, provider.ScanOffer, provider.ScanPrefer)
+	}
 	checkEnum(&ps, "keys.algorithm", c.Keys.Algorithm, "RS256", "ES256", "EdDSA")
 	for _, d := range []struct {
 		key string
@@ -865,6 +882,7 @@ func (w *WeComConfig) secretSources() []string {
 // validateEndpoints checks the keys of a wecom block that say how to reach WeCom, not which app.
 func (w *WeComConfig) validateEndpoints(ps *problems, prefix string) {
 	checkEnum(ps, prefix+"scope", w.Scope, "snsapi_privateinfo", "snsapi_base")
+	checkEnum(ps, prefix+"desktop_scan", w.DesktopScan, provider.ScanOff, provider.ScanOffer, provider.ScanPrefer)
 	checkBaseURL(ps, prefix+"api_base_url", w.APIBaseURL)
 	checkBaseURL(ps, prefix+"oauth_base_url", w.OAuthBaseURL)
 	checkBaseURL(ps, prefix+"login_base_url", w.LoginBaseURL)

@@ -195,6 +195,7 @@ func TestConfigDefaults(t *testing.T) {
 			OAuthBaseURL: "https://open.weixin.qq.com",
 			LoginBaseURL: "https://login.work.weixin.qq.com",
 			Timeout:      10 * time.Second,
+			DesktopScan:  "off",
 		},
 		Tokens: TokensConfig{
 			AccessTokenTTL:  time.Hour,
@@ -210,6 +211,7 @@ func TestConfigDefaults(t *testing.T) {
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxConcurrentRequests: 512,
 		},
+		Dev: DevConfig{DesktopScan: "offer"},
 	}
 	for _, tc := range []struct {
 		name string
@@ -327,8 +329,8 @@ func TestConfigEnvKeys(t *testing.T) {
 			}
 		}
 	}
-	if len(names) != 52 {
-		t.Errorf("got %d environment keys, want 52 (update this test when adding a key): %q", len(names), names)
+	if len(names) != 54 {
+		t.Errorf("got %d environment keys, want 54 (update this test when adding a key): %q", len(names), names)
 	}
 }
 
@@ -563,10 +565,13 @@ func TestConfigValidateRules(t *testing.T) {
 		{"wecom secret_env not resolved", ModeServe, func(c *Config) { c.WeCom.Secret, c.WeCom.SecretEnv = "", "CORP_SECRET" }, []string{"wecom.secret_env"}},
 		{"wecom.tags", ModeServe, func(c *Config) { c.WeCom.Tags = true }, nil},
 		{"wecom block optional in dev", ModeDev, func(c *Config) {
-			c.WeCom = WeComConfig{Scope: "snsapi_base", APIBaseURL: "http://127.0.0.1:9000", OAuthBaseURL: "http://127.0.0.1:9000", LoginBaseURL: "http://127.0.0.1:9000", Timeout: time.Second}
+			c.WeCom = WeComConfig{Scope: "snsapi_base", APIBaseURL: "http://127.0.0.1:9000", OAuthBaseURL: "http://127.0.0.1:9000", LoginBaseURL: "http://127.0.0.1:9000", Timeout: time.Second, DesktopScan: "off"}
 		}, nil},
 		{"wecom.scope", ModeServe, func(c *Config) { c.WeCom.Scope = "snsapi_userinfo" }, []string{"wecom.scope"}},
 		{"wecom.scope base", ModeServe, func(c *Config) { c.WeCom.Scope = "snsapi_base" }, nil},
+		{"wecom.desktop_scan prefer", ModeServe, func(c *Config) { c.WeCom.DesktopScan = "prefer" }, nil},
+		{"wecom.desktop_scan unknown", ModeServe, func(c *Config) { c.WeCom.DesktopScan = "always" }, []string{"wecom.desktop_scan"}},
+		{"dev.desktop_scan unknown", ModeDev, func(c *Config) { c.Dev.DesktopScan = "on" }, []string{"dev.desktop_scan"}},
 		{"wecom.api_base_url relative", ModeServe, func(c *Config) { c.WeCom.APIBaseURL = "qyapi.weixin.qq.com" }, []string{"wecom.api_base_url"}},
 		{"wecom.oauth_base_url scheme", ModeServe, func(c *Config) { c.WeCom.OAuthBaseURL = "ftp://open.weixin.qq.com" }, []string{"wecom.oauth_base_url"}},
 		{"wecom.login_base_url empty", ModeServe, func(c *Config) { c.WeCom.LoginBaseURL = "" }, []string{"wecom.login_base_url"}},

@@ -66,7 +66,7 @@ var crashSecretLine = regexp.MustCompile(`(?m)^\s*client secret\s+(\S+)$`)
 func startCrashServer(t *testing.T, bin, dir string) *crashServer {
 	t.Helper()
 	cmd := exec.Command(bin, "dev", "--listen", "127.0.0.1:0", "--data", dir)
-	cmd.Env = append(os.Environ(), "WECOM_OIDC_DEV__AUTO_LOGIN=zhangsan", "WECOM_OIDC_LOG__LEVEL=warn")
+	cmd.Env = append(os.Environ(), "WECOM_OIDC_DEV__AUTO_LOGIN=zhangsan", "WECOM_OIDC_DEV__DESKTOP_SCAN=off", "WECOM_OIDC_LOG__LEVEL=warn")
 	s := &crashServer{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = s.stderr
 	stdout, err := cmd.StdoutPipe()

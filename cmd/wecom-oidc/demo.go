@@ -72,6 +72,7 @@ func (d *demo) signedIn(w http.ResponseWriter, _ *http.Request, tokens *oidc.Tok
 		Name:       claims.Name,
 		Username:   claims.PreferredUsername,
 		Email:      claims.Email,
+		Phone:      claims.PhoneNumber,
 		IDToken:    prettyJSON(claims),
 		Userinfo:   prettyJSON(info),
 		Refreshing: tokens.RefreshToken != "",
@@ -121,13 +122,13 @@ func prettyJSON(v any) string {
 }
 
 type demoView struct {
-	Issuer                string
-	SignedIn              bool
-	Name, Username, Email string
-	Groups                []string
-	IDToken, Userinfo     string
-	Refreshing            bool
-	Error                 string
+	Issuer                       string
+	SignedIn                     bool
+	Name, Username, Email, Phone string
+	Groups                       []string
+	IDToken, Userinfo            string
+	Refreshing                   bool
+	Error                        string
 }
 
 func (d *demo) render(w http.ResponseWriter, status int, v demoView) {
@@ -156,6 +157,7 @@ dt{font-weight:600;margin-top:.5rem} .error{color:#c0392b} .muted{color:#646a73}
 <dt>name</dt><dd id="claim-name">{{.Name}}</dd>
 <dt>preferred_username</dt><dd id="claim-preferred-username">{{.Username}}</dd>
 <dt>email</dt><dd id="claim-email">{{if .Email}}{{.Email}}{{else}}<span class="muted">(none)</span>{{end}}</dd>
+<dt>phone_number</dt><dd id="claim-phone">{{if .Phone}}{{.Phone}}{{else}}<span class="muted">(none)</span>{{end}}</dd>
 <dt>groups</dt><dd id="claim-groups">{{range $i, $g := .Groups}}{{if $i}}, {{end}}{{$g}}{{end}}</dd>
 <dt>refresh token</dt><dd>{{if .Refreshing}}issued (offline_access){{else}}none{{end}}</dd>
 </dl>

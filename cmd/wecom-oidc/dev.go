@@ -68,6 +68,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			LoginBaseURL: issuer + simPrefix,
 			Timeout:      cfg.WeCom.Timeout,
 			Tags:         cfg.WeCom.Tags,
+			DesktopScan:  cfg.Dev.DesktopScan,
 		}
 		cfg.Upstreams = nil // dev simulates one corp, whatever the file lists
 		cfg.Clients = append(withoutClient(cfg.Clients, devClientID), ClientConfig{

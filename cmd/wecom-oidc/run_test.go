@@ -57,7 +57,16 @@ func startDev(t *testing.T, dataDir string, env map[string]string, extra ...stri
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &devServer{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1), stop: cancel}
 	args := append([]string{"dev", "--listen", "127.0.0.1:0", "--data", dataDir}, extra...)
-	go func() { d.done <- run(ctx, args, func(k string) string { return env[k] }, d.stdout, d.stderr) }()
+	getenv := func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		if k == "WECOM_OIDC_DEV__DESKTOP_SCAN" {
+			return "off" // the tests' logins go straight to the simulated web login
+		}
+		return ""
+	}
+	go func() { d.done <- run(ctx, args, getenv, d.stdout, d.stderr) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if m := issuerLine.FindStringSubmatch(d.stdout.String()); m != nil {
@@ -188,8 +197,31 @@ func TestClientRegisteredFromCLI(t *testing.T) {
 	if err := run(ctx, []string{"client", "add", "--id", "bad", "--redirect-uri", "javascript:alert(1)"}, getenv, &out, &errOut); err == nil {
 		t.Fatal("javascript: redirect URI accepted")
 	}
+	if err := run(ctx, []string{"client", "add", "--id", "tool", "--public", "--device-flow",
+		"--redirect-uri", "http://127.0.0.1/cb"}, getenv, &out, &errOut); err != nil {
+		t.Fatalf("client add --device-flow: %v", err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"client", "show", "tool"}, getenv, &out, &errOut); err != nil || !strings.Contains(out.String(), "device_flow:               true") {
+		t.Fatalf("client show of a device-flow client: %v\n%s", err, out.String())
+	}
 
 	d := startDev(t, data, nil)
+	// Only the client registered for it may start a device flow.
+	for id, want := range map[string]int{"tool": http.StatusOK, "cli-app": http.StatusBadRequest} {
+		form := url.Values{"client_id": {id}, "scope": {"openid"}}
+		if id == "cli-app" {
+			form.Set("client_secret", secret)
+		}
+		res, err := http.PostForm(d.issuer+"/device_authorization", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("device authorization for %s: %d, want %d", id, res.StatusCode, want)
+		}
+	}
 	// While the server holds the database, the CLI goes through its admin socket.
 	out.Reset()
 	if err := run(ctx, []string{"client", "list"}, getenv, &out, &errOut); err != nil || !strings.Contains(out.String(), "cli-app") {

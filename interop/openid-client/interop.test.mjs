@@ -47,7 +47,8 @@ before(async () => {
   proc = spawn(BIN, ['dev', '--listen', '127.0.0.1:0', '--data', dataDir], {
     stdio: ['ignore', 'pipe', 'pipe'],
     // Only what the binary needs: no WECOM_OIDC_* from the caller's environment.
-    env: { PATH: process.env.PATH, HOME: process.env.HOME ?? dataDir },
+    // desktop_scan off: the logins here go straight to the simulated web login.
+    env: { PATH: process.env.PATH, HOME: process.env.HOME ?? dataDir, WECOM_OIDC_DEV__DESKTOP_SCAN: 'off' },
   })
   procExit = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })))
   proc.stdout.setEncoding('utf8')
