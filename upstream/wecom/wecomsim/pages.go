@@ -115,6 +115,13 @@ func (s *Sim) page(w http.ResponseWriter, r *http.Request, door string) {
 		s.render(w, http.StatusBadRequest, "error", errorData{Title: "参数错误", Lang: req.lang, Problem: problem})
 		return
 	}
+	if req.inClient && !strings.Contains(strings.ToLower(r.UserAgent()), "wxwork") {
+		// The in-client authorization works only in the WeCom app's browser: a phone that
+		// scanned a link with its camera, or a computer's browser, gets WeCom's notice.
+		s.render(w, http.StatusOK, "error", errorData{Title: "企业微信", Lang: req.lang,
+			Problem: "请在企业微信客户端打开链接 (open this link in the WeCom app)"})
+		return
+	}
 
 	chosen, explicit := q.Get(selectParam), true
 	if chosen == "" {

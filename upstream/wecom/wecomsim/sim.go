@@ -25,6 +25,13 @@
 // a link carrying data-quick-login="<userid>" that signs in the first active member (or
 // AutoLogin's).
 //
+// The in-client authorization page is the WeCom app on a phone (or the desktop client): it opens
+// only in a browser whose User-Agent names the app (contains "wxwork", as PhoneUserAgent does) and
+// otherwise shows WeCom's "open this link in the WeCom client" notice, so a test of the scan
+// sign-in or of the device flow's in-client door must be the simulated phone to get through.
+// Choosing a member there stands for the person holding that phone, and with snsapi_privateinfo
+// for their consent.
+//
 // A member outside the app's visible range (Member.OutsideVisibleRange, SetVisible) is what WeCom
 // makes of one: the login pages still show them and auth/getuserinfo still answers their userid
 // (but no user_ticket), while user/get answers 60011 and tag/get leaves them out.
@@ -49,6 +56,10 @@ import (
 	"sync"
 	"time"
 )
+
+// PhoneUserAgent is the User-Agent of the WeCom app's browser on an iPhone: the simulated phone.
+const PhoneUserAgent = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) " +
+	"Mobile/15E148 wxwork/4.1.26 MicroMessenger/7.0.1 Language/zh ColorScheme/Light"
 
 // Lifetimes WeCom documents.
 const (

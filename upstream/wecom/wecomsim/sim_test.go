@@ -418,9 +418,21 @@ type page struct {
 	url      *url.URL
 }
 
+// MustPage opens a page on the simulated phone (the WeCom app's browser; the web-login page does
+// not look at the browser).
 func (s *testSim) MustPage(t testing.TB, rawURL string) page {
 	t.Helper()
-	resp, err := noRedirect().Get(rawURL)
+	return s.mustPageAs(t, rawURL, wecomsim.PhoneUserAgent)
+}
+
+func (s *testSim) mustPageAs(t testing.TB, rawURL, userAgent string) page {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("User-Agent", userAgent)
+	resp, err := noRedirect().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -908,4 +920,20 @@ func TestQuickLogin(t *testing.T) {
 			t.Errorf("quick-login link %v", m)
 		}
 	})
+}
+
+// The in-client authorization opens only in the WeCom app: a camera app or a computer's browser
+// gets WeCom's notice and no member to choose.
+func TestInClientPageNeedsTheApp(t *testing.T) {
+	s := MustSim(t, nil)
+	u := s.authorizeURL(s.authorizeQuery(wecomsim.ScopePrivateInfo))
+	for _, ua := range []string{"", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Safari/604.1", "Mozilla/5.0 (X11; Linux x86_64) Chrome/130.0"} {
+		p := s.mustPageAs(t, u, ua)
+		if p.status != http.StatusOK || !strings.Contains(p.body, "请在企业微信客户端打开链接") || len(p.links(t)) != 0 {
+			t.Errorf("UA %q: status %d, want WeCom's open-in-the-app notice and no member:\n%s", ua, p.status, p.body)
+		}
+	}
+	if p := s.MustPage(t, u); len(p.links(t)) == 0 {
+		t.Errorf("the simulated phone sees no member:\n%s", p.body)
+	}
 }
