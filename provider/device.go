@@ -352,7 +352,12 @@ func (p *Provider) deviceCallback(w http.ResponseWriter, r *http.Request, ls sto
 		}
 	}
 	var denied *upstream.DeniedError
+	retry := link{ID: "retry", Href: deviceEndpointPath + "?user_code=" + url.QueryEscape(ls.DeviceUserCode), Text: msgRetry}
 	switch {
+	case errors.As(err, &denied) && denied.Kind == upstream.DeniedCodeInvalid:
+		// WeCom's code was spent (a reloaded callback): no verdict on the person, so try again.
+		p.log.InfoContext(ctx, "device callback: WeCom code already used", "upstream", up.ID)
+		p.renderPage(w, lang, http.StatusBadRequest, msgStateUsed, retry)
 	case errors.As(err, &denied), errors.Is(err, errUserDisabled):
 		p.metrics.login(loginDenied, up.ID)
 		p.denyDevice(ctx, ls.DeviceUserCode)
@@ -368,8 +373,7 @@ func (p *Provider) deviceCallback(w http.ResponseWriter, r *http.Request, ls sto
 	case errors.Is(err, upstream.ErrUnavailable):
 		p.metrics.login(loginUnavailable, up.ID)
 		p.log.ErrorContext(ctx, "device callback: upstream unavailable", "error", err)
-		p.renderPage(w, lang, http.StatusServiceUnavailable, msgUnavailable,
-			link{ID: "retry", Href: deviceEndpointPath + "?user_code=" + url.QueryEscape(ls.DeviceUserCode), Text: msgRetry})
+		p.renderPage(w, lang, http.StatusServiceUnavailable, msgUnavailable, retry)
 	default:
 		p.metrics.login(loginError, up.ID)
 		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "device callback: record the sign-in", err)
