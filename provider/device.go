@@ -299,7 +299,6 @@ func (p *Provider) deviceByUserCode(ctx context.Context, userCode string) (stora
 // deviceLogin sends the person to WeCom to sign in before they may allow the device. Either door:
 // the verification page may be opened on a computer or inside the WeCom app.
 func (p *Provider) deviceLogin(w http.ResponseWriter, r *http.Request, d storage.DeviceAuthorization, lang string) {
-	ctx := r.Context()
 	up, ok := p.chooseUpstream(r, storage.AuthRequest{})
 	if !ok {
 		links := make([]link, 0, len(p.cfg.Upstreams))
@@ -310,24 +309,12 @@ func (p *Provider) deviceLogin(w http.ResponseWriter, r *http.Request, d storage
 		p.renderPage(w, lang, http.StatusOK, msgChooser, links...)
 		return
 	}
-	state := randomAlnum(wecomStateLen)
-	err := p.store.CreateLoginState(ctx, storage.LoginState{
-		State:          state,
+	p.toUpstream(w, r, lang, "device page", up.Connector.LoginURL, storage.LoginState{
 		Upstream:       up.ID,
 		BrowserHash:    storage.HashSecret(p.browserID(w, r)),
 		DeviceUserCode: d.UserCode,
 		ExpiresAt:      p.now().Add(loginStateTTL),
 	})
-	if err != nil {
-		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "device page: store WeCom state", err)
-		return
-	}
-	target, err := up.Connector.LoginURL(state, upstream.LoginHints{UserAgent: r.UserAgent(), Lang: lang})
-	if err != nil {
-		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "device page: upstream login URL", err)
-		return
-	}
-	http.Redirect(w, r, target, http.StatusFound)
 }
 
 // deviceCallback is WeCom's callback of a sign-in started on the verification page (the state is

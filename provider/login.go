@@ -105,24 +105,35 @@ func (p *Provider) startLogin(w http.ResponseWriter, r *http.Request, ar storage
 		p.renderScan(w, r, ar, up, lang)
 		return
 	}
-	state := randomAlnum(wecomStateLen)
-	err := p.store.CreateLoginState(ctx, storage.LoginState{
-		State:         state,
+	p.toUpstream(w, r, lang, "login", up.Connector.LoginURL, storage.LoginState{
 		AuthRequestID: ar.ID,
 		Upstream:      up.ID,
 		BrowserHash:   ar.BrowserHash,
 		ExpiresAt:     p.now().Add(loginStateTTL),
 	})
-	if err != nil {
-		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "login: store WeCom state", err)
-		return
+}
+
+// toUpstream sends the browser to the upstream's login page made by loginURL, with a fresh
+// single-use state that continues ls (stored first). On failure it has shown an error page
+// (logged under what) and reports false.
+func (p *Provider) toUpstream(w http.ResponseWriter, r *http.Request, lang, what string,
+	loginURL func(string, upstream.LoginHints) (string, error), ls storage.LoginState) bool {
+	ls.State = randomAlnum(wecomStateLen)
+	if err := p.store.CreateLoginState(r.Context(), ls); err != nil {
+		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, what+": store WeCom state", err)
+		return false
 	}
-	target, err := up.Connector.LoginURL(state, upstream.LoginHints{UserAgent: r.UserAgent(), Lang: lang})
+	target, err := loginURL(ls.State, upstream.LoginHints{UserAgent: r.UserAgent(), Lang: lang})
 	if err != nil {
-		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "login: upstream login URL", err)
-		return
+		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, what+": upstream login URL", err)
+		return false
 	}
-	http.Redirect(w, r, target, http.StatusFound)
+	status := http.StatusFound
+	if r.Method == http.MethodPost {
+		status = http.StatusSeeOther // the page's GET, not the form's POST again
+	}
+	http.Redirect(w, r, target, status)
+	return true
 }
 
 // usableSession returns the browser's SSO session if it may complete ar without a WeCom round

@@ -326,27 +326,16 @@ func (p *Provider) phoneScanAnswer(w http.ResponseWriter, r *http.Request, s sto
 		p.renderPage(w, lang, http.StatusOK, msgScanCancelled)
 		return
 	}
-	state := randomAlnum(wecomStateLen)
-	err = p.store.CreateLoginState(ctx, storage.LoginState{
-		State:          state,
+	ok := p.toUpstream(w, r, lang, "scan", phone.PhoneLoginURL, storage.LoginState{
 		AuthRequestID:  s.AuthRequestID,
 		Upstream:       up.ID,
 		BrowserHash:    s.PhoneBrowserHash,
 		ScanHandleHash: s.HandleHash,
 		ExpiresAt:      now.Add(scanLoginTTL),
 	})
-	if err != nil {
+	if !ok {
 		p.failScan(ctx, s.HandleHash, scanFailed, reasonInternal)
-		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "scan: store WeCom state", err)
-		return
 	}
-	target, err := phone.PhoneLoginURL(state, upstream.LoginHints{UserAgent: r.UserAgent(), Lang: lang})
-	if err != nil {
-		p.failScan(ctx, s.HandleHash, scanFailed, reasonInternal)
-		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "scan: upstream phone login URL", err)
-		return
-	}
-	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
 // phoneCallback is WeCom's callback on the phone of a scan sign-in (the state is consumed and
