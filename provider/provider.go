@@ -118,7 +118,7 @@ type Provider struct {
 	authFailures failureLimiter
 	// userCodeMisses limits wrong user codes on the device page, per address.
 	userCodeMisses failureLimiter
-	origins      originCache
+	origins        originCache
 	// bg is the context of background work (back-channel deliveries); Close cancels it.
 	bg         context.Context
 	stopBG     context.CancelFunc
