@@ -185,8 +185,10 @@ func (p *Provider) renderFlow(w http.ResponseWriter, status int, page flowPage) 
 		h.Set("Content-Security-Policy", h.Get("Content-Security-Policy")+"; script-src "+scanScriptHash+"; connect-src 'self'")
 	}
 	if page.Form != nil && page.Form.Method == http.MethodPost {
-		// Forms post only to this origin.
+		// Forms post only to this origin, and say so: under no-referrer a browser sends
+		// "Origin: null" with the post, which sameOrigin refuses.
 		h.Set("Content-Security-Policy", h.Get("Content-Security-Policy")+"; form-action 'self'")
+		h.Set("Referrer-Policy", "same-origin")
 	}
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

@@ -100,6 +100,10 @@ func (op *confOP) verify(b *browser, verificationURL, userID string) url.Values 
 	if res.StatusCode != http.StatusOK || token == nil || userCode == nil {
 		op.t.Fatalf("want the device confirmation page, got %d:\n%s", res.StatusCode, body)
 	}
+	// Under no-referrer the browser would post with "Origin: null", which is refused.
+	if rp := res.Header.Get("Referrer-Policy"); rp != "same-origin" {
+		op.t.Errorf("confirmation page Referrer-Policy %q, want same-origin", rp)
+	}
 	return url.Values{"user_code": {userCode[1]}, "token": {html.UnescapeString(token[1])}}
 }
 

@@ -94,6 +94,7 @@ var (
 // pageStyle is the CSS of every page we render (inline: the pages load nothing else).
 const pageStyle = `body{font-family:system-ui,-apple-system,"PingFang SC","Microsoft YaHei","WenQuanYi Zen Hei",sans-serif;margin:0;background:#f5f6f7;color:#1f2329}
 main{max-width:32rem;margin:12vh auto;background:#fff;border-radius:8px;padding:2rem;box-shadow:0 1px 4px rgba(0,0,0,.08)}
+@media (max-width:36rem){main{margin:1rem;padding:1.5rem}}
 h1{font-size:1.3rem;margin-top:0}
 ul.links{list-style:none;padding:0;margin:1.5rem 0 0}
 ul.links li{margin:.5rem 0}

@@ -441,7 +441,8 @@ func (p *Provider) clientNameByID(ctx context.Context, clientID string) string {
 }
 
 // sameOrigin reports whether a form post came from a page of the issuer. Browsers send Origin on
-// every POST; a request without one (an old browser) is judged by its cookies alone.
+// every POST (our form pages use Referrer-Policy same-origin, or it would be "null"); a request
+// without one (an old browser) is judged by its cookies alone.
 func sameOrigin(r *http.Request, issuer string) bool {
 	origin := r.Header.Get("Origin")
 	return origin == "" || origin == originOf(issuer)

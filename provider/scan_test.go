@@ -97,6 +97,10 @@ func openOnPhone(t *testing.T, phone *browser, link string) string {
 	if res.StatusCode != http.StatusOK || m == nil || !strings.Contains(body, "在电脑上登录") {
 		t.Fatalf("phone: want the confirmation page, got %d:\n%s", res.StatusCode, body)
 	}
+	// Under no-referrer the browser would post with "Origin: null", which is refused.
+	if rp := res.Header.Get("Referrer-Policy"); rp != "same-origin" {
+		t.Errorf("confirmation page Referrer-Policy %q, want same-origin", rp)
+	}
 	u, _ := res.Request.URL.Parse(html.UnescapeString(m[1]))
 	return u.String()
 }
