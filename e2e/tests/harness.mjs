@@ -1,7 +1,8 @@
 // What every browser test needs: `wecom-oidc dev` started from the built binary on a free loopback
 // port (the issuer read from what it prints), the SPA servers, Debian's Chromium driven by
-// playwright-core, a fresh browser context per scenario, screenshots of every scenario's final page
-// (and of the page where a scenario failed), and assertions on what the page shows.
+// playwright-core, a fresh browser context per scenario (and more on request: another device,
+// with its own cookies), screenshots of every scenario's final page (and of every page open when a
+// scenario failed), and assertions on what the page shows.
 
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -35,12 +36,17 @@ export const SPAS = { spa: 5173, spa2: 5174 }
 
 // --- the provider -----------------------------------------------------------------------------
 
-async function startProvider () {
+/**
+ * startProvider starts `wecom-oidc dev` with e2e/dev.yaml; env adds environment variables (the
+ * test file's own settings, e.g. { WECOM_OIDC_DEV__DESKTOP_SCAN: 'prefer' }).
+ */
+async function startProvider ({ env = {} } = {}) {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'wecom-oidc-e2e-'))
   const proc = spawn(BIN, ['dev', '--config', path.join(E2E, 'dev.yaml'), '--listen', '127.0.0.1:0', '--data', dataDir], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    // Only what the binary needs: no WECOM_OIDC_* from the caller's environment.
-    env: { PATH: process.env.PATH, HOME: process.env.HOME ?? dataDir },
+    // Only what the binary needs, and what the test file asks for: no WECOM_OIDC_* from the
+    // caller's environment.
+    env: { PATH: process.env.PATH, HOME: process.env.HOME ?? dataDir, ...env },
   })
   const output = { stdout: '', stderr: '' }
   const diagnostics = () => {
@@ -92,15 +98,16 @@ async function startProvider () {
 // --- the suite ----------------------------------------------------------------------------------
 
 /**
- * setup registers before/after hooks in the calling test file: the provider, the SPA servers
- * (with spas: true: env.spa.spa, env.spa.spa2 and env.spa.stranger, an unregistered origin) and
- * Chromium. The returned object is filled in by the before hook.
+ * setup registers before/after hooks in the calling test file: the provider (env: environment
+ * variables of its own, on top of e2e/dev.yaml), the SPA servers (with spas: true: env.spa.spa,
+ * env.spa.spa2 and env.spa.stranger, an unregistered origin) and Chromium. The returned object is
+ * filled in by the before hook.
  */
-export function setup ({ spas = false } = {}) {
+export function setup ({ spas = false, env: providerEnv = {} } = {}) {
   const env = { issuer: '', spa: {}, browser: null, provider: null, servers: [] }
   before(async () => {
     await mkdir(SCREENSHOTS, { recursive: true })
-    env.provider = await startProvider()
+    env.provider = await startProvider({ env: providerEnv })
     env.issuer = env.provider.issuer
     if (spas) {
       // stranger: the same app on a free port, an origin no client registered.
@@ -128,45 +135,67 @@ export function setup ({ spas = false } = {}) {
 }
 
 /**
- * scenario defines one test: a fresh browser context and page (zh-CN, optionally another
- * User-Agent), fn(page, { context, snap }), then a screenshot of the final page into
- * screenshots/<slug>.png; snap(step) saves one of a step on the way as <slug>-<step>.png.
- * On failure the screenshot is <slug>-failure.png and the message gains the page's URL, the
- * navigations, the browser console's errors and the provider's log.
+ * scenario defines one test: a fresh browser context and page (zh-CN, 1024x800; userAgent and
+ * context, Playwright's context options, change that), fn(page, { context, snap, newPage }), then
+ * a screenshot of the final page into screenshots/<slug>.png.
+ * - snap(step, p = page) saves a picture of a step on the way as <slug>-<step>.png (of another
+ *   page p, e.g. the phone's).
+ * - newPage(label, options) opens a page in another context of the same Chromium: another device,
+ *   with its own cookies (zh-CN, 1024x800 unless options, Playwright's context options, say
+ *   otherwise). It is watched like the first page and closed at the end of the scenario.
+ * On failure the screenshots are <slug>-failure.png and <slug>-<label>-failure.png of the other
+ * pages, and the message gains the pages' URLs, their navigations, the browser console's errors and
+ * the provider's log.
  */
-export function scenario (env, name, slug, fn, { userAgent } = {}) {
+export function scenario (env, name, slug, fn, { userAgent, context: contextOptions = {} } = {}) {
   test(name, async () => {
     // No picture of an earlier run may pass for this one's.
     for (const file of await readdir(SCREENSHOTS)) {
       if (file === `${slug}.png` || (file.startsWith(`${slug}-`) && file.endsWith('.png'))) await rm(path.join(SCREENSHOTS, file), { force: true })
     }
-    const context = await env.browser.newContext({
-      locale: 'zh-CN',
-      viewport: { width: 1024, height: 800 },
-      ...(userAgent ? { userAgent } : {}),
-    })
-    context.setDefaultTimeout(WAIT_MS)
-    context.setDefaultNavigationTimeout(NAVIGATION_MS)
-    const page = await context.newPage()
     const log = []
-    page.on('framenavigated', (frame) => { if (frame === page.mainFrame()) log.push(`navigated ${frame.url()}`) })
-    page.on('console', (msg) => { if (msg.type() === 'error' || msg.type() === 'warning') log.push(`console.${msg.type()}: ${msg.text()}`) })
-    page.on('pageerror', (err) => log.push(`page error: ${err.message}`))
-    page.on('requestfailed', (req) => log.push(`request failed: ${req.method()} ${req.url()}: ${req.failure()?.errorText}`))
-    // snap: a picture of a step on the way, screenshots/<slug>-<step>.png.
-    const snap = (step) => page.screenshot({ path: path.join(SCREENSHOTS, `${slug}-${step}.png`), fullPage: true, timeout: WAIT_MS })
+    const opened = [] // { label, context, page }, the scenario's first page first
+    async function open (label, options) {
+      const context = await env.browser.newContext({ locale: 'zh-CN', viewport: { width: 1024, height: 800 }, ...options })
+      context.setDefaultTimeout(WAIT_MS)
+      context.setDefaultNavigationTimeout(NAVIGATION_MS)
+      opened.push({ label, context, page: null })
+      const page = await context.newPage()
+      opened.at(-1).page = page
+      const tag = label ? `[${label}] ` : ''
+      page.on('framenavigated', (frame) => { if (frame === page.mainFrame()) log.push(`${tag}navigated ${frame.url()}`) })
+      page.on('console', (msg) => { if (msg.type() === 'error' || msg.type() === 'warning') log.push(`${tag}console.${msg.type()}: ${msg.text()}`) })
+      page.on('pageerror', (err) => log.push(`${tag}page error: ${err.message}`))
+      page.on('requestfailed', (req) => log.push(`${tag}request failed: ${req.method()} ${req.url()}: ${req.failure()?.errorText}`))
+      return page
+    }
+    const shot = (p, name) => p.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true, timeout: WAIT_MS })
     try {
-      await fn(page, { context, snap })
-      await page.screenshot({ path: path.join(SCREENSHOTS, `${slug}.png`), fullPage: true, timeout: WAIT_MS })
-    } catch (err) {
-      await page.screenshot({ path: path.join(SCREENSHOTS, `${slug}-failure.png`), fullPage: true, timeout: WAIT_MS })
-        .catch((shotErr) => log.push(`failure screenshot: ${shotErr.message}`))
-      if (err instanceof Error) {
-        err.message += `\n--- page ${page.url()} ---\n${log.join('\n')}\n${env.provider?.diagnostics() ?? ''}`
+      const page = await open('', { ...(userAgent ? { userAgent } : {}), ...contextOptions })
+      const { context } = opened[0]
+      const snap = (step, p = page) => shot(p, `${slug}-${step}`)
+      const newPage = (label, options = {}) => {
+        assert.match(label, /^[a-z0-9-]+$/, 'a page label is a file name part')
+        assert.ok(!opened.some((o) => o.label === label), `one page labelled ${label}`)
+        return open(label, options)
       }
-      throw err
+      try {
+        await fn(page, { context, snap, newPage })
+        await shot(page, slug)
+      } catch (err) {
+        for (const { label, page } of opened) {
+          if (!page) continue
+          await shot(page, label ? `${slug}-${label}-failure` : `${slug}-failure`)
+            .catch((shotErr) => log.push(`failure screenshot${label ? ` of ${label}` : ''}: ${shotErr.message}`))
+        }
+        if (err instanceof Error) {
+          const where = opened.filter((o) => o.page).map(({ label, page }) => `--- ${label ? `${label} ` : ''}page ${page.url()} ---`).join('\n')
+          err.message += `\n${where}\n${log.join('\n')}\n${env.provider?.diagnostics() ?? ''}`
+        }
+        throw err
+      }
     } finally {
-      await context.close().catch(() => {})
+      for (const { context } of opened) await context.close().catch(() => {})
     }
   })
 }
@@ -199,7 +228,9 @@ export async function waitForPath (page, origin, pathname, timeout = NAVIGATION_
   try {
     await page.waitForURL((url) => url.origin === origin && url.pathname === pathname, { timeout, waitUntil: 'load' })
   } catch {
-    assert.fail(`expected to arrive at ${origin}${pathname} within ${timeout} ms; the page is at ${page.url()}`)
+    const title = await page.title().catch(() => '')
+    assert.fail(`expected to arrive at ${origin}${pathname} within ${timeout} ms; the page is at ${page.url()}` +
+      (title ? ` (title ${JSON.stringify(title)})` : ''))
   }
 }
 
