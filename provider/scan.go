@@ -61,8 +61,10 @@ const (
 
 // Reasons a scan sign-in ended without one, besides the upstream's refusal kinds.
 const (
-	reasonCancelled = "cancelled"
-	reasonInternal  = "internal"
+	reasonCancelled     = "cancelled"
+	reasonInternal      = "internal"
+	reasonUnavailable   = "unavailable"
+	reasonMisconfigured = "misconfigured"
 )
 
 var (
@@ -190,9 +192,20 @@ func (p *Provider) scanFinish(w http.ResponseWriter, r *http.Request) {
 	lang := pickLang(ar.UILocales, r.Header.Get("Accept-Language"))
 	switch s.Status {
 	case scanDenied, scanFailed:
-		p.renderPage(w, lang, http.StatusOK, msgScanDeniedDesktop,
+		msg, back := msgScanDeniedDesktop, "access_denied"
+		switch s.Reason {
+		case upstream.DeniedNotVisible:
+			msg = msgNotVisible
+		case reasonUnavailable:
+			msg, back = msgUnavailable, "temporarily_unavailable"
+		case reasonMisconfigured:
+			msg, back = msgMisconfigured, "server_error"
+		case reasonInternal:
+			msg, back = msgInternal, "server_error"
+		}
+		p.renderPage(w, lang, http.StatusOK, msg,
 			link{ID: "retry", Href: "/login?authRequestID=" + url.QueryEscape(ar.ID), Text: msgScanAgain},
-			returnLink(ar, "access_denied"))
+			returnLink(ar, back))
 		return
 	case scanApproved:
 	default:
@@ -394,11 +407,11 @@ func (p *Provider) phoneFailed(w http.ResponseWriter, r *http.Request, ls storag
 		p.renderPage(w, lang, http.StatusForbidden, msg)
 	case errors.Is(err, upstream.ErrMisconfigured):
 		p.metrics.login(loginMisconfigured, up.ID)
-		p.failScan(ctx, ls.ScanHandleHash, scanFailed, "misconfigured")
+		p.failScan(ctx, ls.ScanHandleHash, scanFailed, reasonMisconfigured)
 		p.failPageLang(w, r, lang, http.StatusBadGateway, msgMisconfigured, "scan callback: upstream misconfigured", err)
 	case errors.Is(err, upstream.ErrUnavailable):
 		p.metrics.login(loginUnavailable, up.ID)
-		p.failScan(ctx, ls.ScanHandleHash, scanFailed, "unavailable")
+		p.failScan(ctx, ls.ScanHandleHash, scanFailed, reasonUnavailable)
 		p.failPageLang(w, r, lang, http.StatusServiceUnavailable, msgUnavailable, "scan callback: upstream unavailable", err)
 	default:
 		p.metrics.login(loginError, up.ID)

@@ -325,6 +325,29 @@ func TestScanSignInRefusals(t *testing.T) {
 		}
 	})
 
+	t.Run("WeCom unavailable on the phone", func(t *testing.T) {
+		desktop, scan := start(t)
+		phone := newBrowser(t, wecomUA)
+		res := phone.post(openOnPhone(t, phone, scan.link), url.Values{"action": {"confirm"}}, h.issuer)
+		res.Body.Close()
+		wecomURL, _ := res.Request.URL.Parse(res.Header.Get("Location"))
+		h.sim.SetHTTPStatus("auth/getuserinfo", http.StatusBadGateway)
+		defer h.sim.SetHTTPStatus("auth/getuserinfo", 0)
+		res, _ = phone.follow(clickMember(t, phone.get(wecomURL.String()), "zhangsan"), func(*url.URL) bool { return false })
+		readBody(t, res)
+		if res.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("phone with WeCom down: %d", res.StatusCode)
+		}
+		status, next := scan.status(t, desktop)
+		if status != "failed" {
+			t.Fatalf("computer: status %q, want failed", status)
+		}
+		res, _ = desktop.follow(next, isAppURL)
+		if body := readBody(t, res); !strings.Contains(body, "暂时无法连接企业微信") || !strings.Contains(body, "error=temporarily_unavailable") {
+			t.Errorf("computer after WeCom failed on the phone:\n%s", body)
+		}
+	})
+
 	t.Run("another browser's poll", func(t *testing.T) {
 		_, scan := start(t)
 		if status, next := scan.status(t, newBrowser(t, desktopUA)); status != "expired" || strings.Contains(next, "finish") {
