@@ -255,6 +255,10 @@ func (p *Provider) devicePage(w http.ResponseWriter, r *http.Request) {
 	}
 	userCode := normalizeUserCode(typed)
 	d, err := p.deviceByUserCode(ctx, userCode)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		p.failPageLang(w, r, lang, http.StatusInternalServerError, msgInternal, "device page: read the device authorization", err)
+		return
+	}
 	if err != nil {
 		p.userCodeMisses.fail(addr)
 		p.log.InfoContext(ctx, "device page: unknown or expired user code", "error", err)
@@ -425,23 +429,6 @@ func (p *Provider) denyDevice(ctx context.Context, userCode string) {
 	}
 }
 
-// currentSession returns this browser's SSO session and its person, if both are still good.
-func (p *Provider) currentSession(ctx context.Context, r *http.Request) (storage.Session, storage.User, bool) {
-	c, err := r.Cookie(sessionCookie)
-	if err != nil || c.Value == "" {
-		return storage.Session{}, storage.User{}, false
-	}
-	sess, err := p.store.GetSession(ctx, storage.HashSecret(c.Value))
-	if err != nil {
-		return storage.Session{}, storage.User{}, false
-	}
-	u, err := p.store.GetUser(ctx, sess.Subject)
-	if err != nil || u.Disabled || sess.AuthTime.Before(u.DisabledAt) {
-		return storage.Session{}, storage.User{}, false
-	}
-	return sess, u, true
-}
-
 // formToken binds a form to what it was rendered for (a session and the thing it acts on): a
 // MAC under the provider's own key, so a page of another origin cannot forge the form.
 func (p *Provider) formToken(purpose string, parts ...string) string {
@@ -453,16 +440,4 @@ func (p *Provider) formToken(purpose string, parts ...string) string {
 		mac.Write([]byte(part))
 	}
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
-}
-
-// upstreamLabel is an upstream's name on the chooser, in lang.
-func upstreamLabel(up Upstream, lang string) message {
-	name := up.Name
-	if lang == "en" && up.NameEN != "" {
-		name = up.NameEN
-	}
-	if name == "" {
-		name = up.ID
-	}
-	return message{Title: map[string]string{"zh": name, "en": name}}
 }

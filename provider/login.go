@@ -136,29 +136,38 @@ func (p *Provider) toUpstream(w http.ResponseWriter, r *http.Request, lang, what
 	return true
 }
 
+// currentSession returns this browser's SSO session and its person, if both are still good.
+func (p *Provider) currentSession(ctx context.Context, r *http.Request) (storage.Session, storage.User, bool) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil || c.Value == "" {
+		return storage.Session{}, storage.User{}, false
+	}
+	sess, err := p.store.GetSession(ctx, storage.HashSecret(c.Value))
+	if err != nil {
+		return storage.Session{}, storage.User{}, false
+	}
+	u, err := p.store.GetUser(ctx, sess.Subject)
+	if err != nil || u.Disabled || sess.AuthTime.Before(u.DisabledAt) {
+		return storage.Session{}, storage.User{}, false
+	}
+	return sess, u, true
+}
+
 // usableSession returns the browser's SSO session if it may complete ar without a WeCom round
 // trip: not when prompt=login, not when older than max_age, not for someone other than the
 // id_token_hint names, not for a disabled user.
 func (p *Provider) usableSession(ctx context.Context, r *http.Request, ar storage.AuthRequest) (storage.Session, bool) {
-	c, err := r.Cookie(sessionCookie)
-	if err != nil || c.Value == "" {
-		return storage.Session{}, false
-	}
-	sess, err := p.store.GetSession(ctx, storage.HashSecret(c.Value))
-	if err != nil {
-		return storage.Session{}, false
-	}
 	if slices.Contains(ar.Prompt, oidc.PromptLogin) {
+		return storage.Session{}, false
+	}
+	sess, _, ok := p.currentSession(ctx, r)
+	if !ok {
 		return storage.Session{}, false
 	}
 	if ar.MaxAge != nil && p.now().Sub(sess.AuthTime) > time.Duration(*ar.MaxAge)*time.Second {
 		return storage.Session{}, false
 	}
 	if ar.HintSubject != "" && ar.HintSubject != sess.Subject {
-		return storage.Session{}, false
-	}
-	u, err := p.store.GetUser(ctx, sess.Subject)
-	if err != nil || u.Disabled || sess.AuthTime.Before(u.DisabledAt) {
 		return storage.Session{}, false
 	}
 	return sess, true
@@ -362,6 +371,18 @@ func (p *Provider) renderChooser(w http.ResponseWriter, lang string, ar storage.
 		})
 	}
 	p.renderPage(w, lang, http.StatusOK, msgChooser, links...)
+}
+
+// upstreamLabel is an upstream's name on the chooser, in lang.
+func upstreamLabel(up Upstream, lang string) message {
+	name := up.Name
+	if lang == "en" && up.NameEN != "" {
+		name = up.NameEN
+	}
+	if name == "" {
+		name = up.ID
+	}
+	return message{Title: map[string]string{"zh": name, "en": name}}
 }
 
 // newSession returns a new SSO session (not stored yet) and the secret its cookie carries, and
