@@ -105,6 +105,20 @@ func openOnPhone(t *testing.T, phone *browser, link string) string {
 	return u.String()
 }
 
+// confirmOnPhone opens the link on the phone, confirms, and signs userID in at the simulated
+// WeCom; it returns the page the phone ends on.
+func confirmOnPhone(t *testing.T, phone *browser, link, issuer, userID string) *http.Response {
+	t.Helper()
+	res := phone.post(openOnPhone(t, phone, link), url.Values{"action": {"confirm"}}, issuer)
+	res.Body.Close()
+	wecomURL, err := res.Request.URL.Parse(res.Header.Get("Location"))
+	if err != nil || res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("confirm: %d to %q", res.StatusCode, res.Header.Get("Location"))
+	}
+	res, _ = phone.follow(clickMember(t, phone.get(wecomURL.String()), userID), func(*url.URL) bool { return false })
+	return res
+}
+
 // TestScanSignIn is the scan sign-in end to end with two browsers — a computer and a phone with
 // the WeCom app, separate cookie jars — for an application using zitadel's RP: the computer ends
 // at the application with an ID token carrying the mobile and email that only getuserdetail
@@ -311,11 +325,7 @@ func TestScanSignInRefusals(t *testing.T) {
 
 	t.Run("WeCom refuses the person", func(t *testing.T) {
 		desktop, scan := start(t)
-		phone := newBrowser(t, wecomUA)
-		res := phone.post(openOnPhone(t, phone, scan.link), url.Values{"action": {"confirm"}}, h.issuer)
-		res.Body.Close()
-		wecomURL, _ := res.Request.URL.Parse(res.Header.Get("Location"))
-		res, _ = phone.follow(clickMember(t, phone.get(wecomURL.String()), "zhaoliu"), func(*url.URL) bool { return false })
+		res := confirmOnPhone(t, newBrowser(t, wecomUA), scan.link, h.issuer, "zhaoliu")
 		readBody(t, res)
 		if res.StatusCode != http.StatusForbidden {
 			t.Errorf("disabled member on the phone: %d", res.StatusCode)
@@ -327,13 +337,9 @@ func TestScanSignInRefusals(t *testing.T) {
 
 	t.Run("WeCom unavailable on the phone", func(t *testing.T) {
 		desktop, scan := start(t)
-		phone := newBrowser(t, wecomUA)
-		res := phone.post(openOnPhone(t, phone, scan.link), url.Values{"action": {"confirm"}}, h.issuer)
-		res.Body.Close()
-		wecomURL, _ := res.Request.URL.Parse(res.Header.Get("Location"))
 		h.sim.SetHTTPStatus("auth/getuserinfo", http.StatusBadGateway)
 		defer h.sim.SetHTTPStatus("auth/getuserinfo", 0)
-		res, _ = phone.follow(clickMember(t, phone.get(wecomURL.String()), "zhangsan"), func(*url.URL) bool { return false })
+		res := confirmOnPhone(t, newBrowser(t, wecomUA), scan.link, h.issuer, "zhangsan")
 		readBody(t, res)
 		if res.StatusCode != http.StatusServiceUnavailable {
 			t.Errorf("phone with WeCom down: %d", res.StatusCode)

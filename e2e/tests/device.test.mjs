@@ -13,7 +13,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import { scenario, see, setup, waitForPath } from './harness.mjs'
+import { WECOM_PHONE, scenario, see, setup, waitForPath } from './harness.mjs'
 
 const env = setup()
 
@@ -30,16 +30,6 @@ const POLL_BUDGET_MS = 30_000
 // poll sooner than `interval` seconds after the previous one with slow_down.
 const POLL_MARGIN_MS = 100
 
-// The WeCom app on an iPhone (as in scan.test.mjs).
-const WECOM_PHONE = {
-  userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) ' +
-    'Mobile/15E148 wxwork/4.1.26 MicroMessenger/7.0.1 Language/zh ColorScheme/Light',
-  viewport: { width: 390, height: 844 },
-  deviceScaleFactor: 2,
-  isMobile: true,
-  hasTouch: true,
-  locale: 'zh-CN',
-}
 
 // --- the device -----------------------------------------------------------------------------------
 

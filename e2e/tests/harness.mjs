@@ -34,6 +34,18 @@ const NAVIGATION_MS = 15_000 // every navigation
 // The two SPA instances and their clients (e2e/dev.yaml registers these origins).
 export const SPAS = { spa: 5173, spa2: 5174 }
 
+// The phone of the cross-device scenarios: the WeCom app's browser on an iPhone (the simulated
+// WeCom's in-client page opens only there, as the real one does).
+export const WECOM_PHONE = {
+  userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) ' +
+    'Mobile/15E148 wxwork/4.1.26 MicroMessenger/7.0.1 Language/zh ColorScheme/Light',
+  viewport: { width: 390, height: 844 },
+  deviceScaleFactor: 2,
+  isMobile: true,
+  hasTouch: true,
+  locale: 'zh-CN',
+}
+
 // --- the provider -----------------------------------------------------------------------------
 
 /**

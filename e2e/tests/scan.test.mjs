@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict'
 
-import { scenario, see, setup, waitForPath } from './harness.mjs'
+import { WECOM_PHONE, scenario, see, setup, waitForPath } from './harness.mjs'
 
 const env = setup({ env: { WECOM_OIDC_DEV__DESKTOP_SCAN: 'prefer' } })
 
@@ -18,16 +18,6 @@ const LINK = /\/login\/wecom\/m\/[A-Za-z0-9]{24}$/ // the QR code's link
 
 // The computer: Chromium's own (desktop) User-Agent.
 const DESKTOP = { viewport: { width: 1280, height: 800 } }
-// The phone: the WeCom app on an iPhone.
-const WECOM_PHONE = {
-  userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) ' +
-    'Mobile/15E148 wxwork/4.1.26 MicroMessenger/7.0.1 Language/zh ColorScheme/Light',
-  viewport: { width: 390, height: 844 },
-  deviceScaleFactor: 2,
-  isMobile: true,
-  hasTouch: true,
-  locale: 'zh-CN',
-}
 // A phone's own browser (Safari), not WeCom: its camera app opened the link.
 const SAFARI_PHONE = {
   ...WECOM_PHONE,
